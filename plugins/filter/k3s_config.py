@@ -1,0 +1,113 @@
+# Copyright: n3x developers
+# MIT License
+"""The k3s config.yaml mapping of one node, as a filter."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+name: k3s_config
+author: n3x developers
+version_added: 0.1.0
+short_description: k3s config.yaml settings for one node of a profile
+description:
+  - Validates the profile and returns the flat mapping for C(/etc/rancher/k3s/config.yaml).
+  - Every node gets C(node-name), C(node-ip) and C(flannel-iface) (its cluster interface) and
+    C(token-file). Servers also get C(advertise-address), C(tls-san), C(cluster-cidr),
+    C(service-cidr), C(disable) and C(write-kubeconfig-mode).
+  - The server whose cluster address is the host of the profile's C(server_api) gets
+    C(cluster-init), every other node gets C(server).
+  - Every key, O(extra) included, is checked against the k3s flag table for the node's
+    command; unknown keys, server-only keys on an agent, wrong value types, secrets (C(token))
+    and overrides of profile-owned keys are errors.
+positional: _input, node, role
+options:
+  _input:
+    description: A network profile.
+    type: dict
+    required: true
+  node:
+    description: The node's name in the profile.
+    type: str
+    required: true
+  role:
+    description: The node's k3s command.
+    type: str
+    choices: [server, agent]
+    required: true
+  servers:
+    description: All k3s servers of the inventory (decides which one initialises the cluster).
+    type: list
+    elements: str
+    default: []
+  disable:
+    description: Packaged components servers do not deploy.
+    type: list
+    elements: str
+    default: [traefik, servicelb]
+  write_kubeconfig_mode:
+    description: File mode of the kubeconfig k3s writes on servers.
+    type: str
+    default: "0600"
+  token_file:
+    description: Path of the 0600 file that holds the cluster token on the node.
+    type: str
+    default: /etc/rancher/k3s/token
+  extra:
+    description: More k3s flags (long names), checked like the generated ones.
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Write config.yaml
+  ansible.builtin.copy:
+    dest: /etc/rancher/k3s/config.yaml
+    content: >-
+      {{ n3x_profile.profile
+         | n3x.cluster.k3s_config(inventory_hostname, 'server', servers=groups['k3s_servers'])
+         | ansible.builtin.to_nice_yaml }}
+    mode: "0600"
+"""
+
+RETURN = r"""
+_value:
+  description: k3s flag (long name) to value.
+  type: dict
+"""
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import DEFAULT_DISABLE, DEFAULT_KUBECONFIG_MODE, DEFAULT_TOKEN_FILE
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import k3s_config as render_config
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, validate_profile
+
+
+def k3s_config(
+    profile,
+    node,
+    role,
+    servers=(),
+    disable=DEFAULT_DISABLE,
+    write_kubeconfig_mode=DEFAULT_KUBECONFIG_MODE,
+    token_file=DEFAULT_TOKEN_FILE,
+    extra=None,
+):
+    try:
+        return render_config(
+            validate_profile(profile),
+            node,
+            role,
+            servers=list(servers),
+            disable=disable,
+            write_kubeconfig_mode=write_kubeconfig_mode,
+            token_file=token_file,
+            extra=extra,
+        )
+    except ProfileError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+class FilterModule:
+    def filters(self):
+        return {"k3s_config": k3s_config}
