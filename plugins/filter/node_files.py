@@ -12,9 +12,9 @@ version_added: 0.1.0
 short_description: The rendered file tree of every planned node
 description:
   - Takes the profile and the C(nodes) list returned by M(n3x.cluster.network_profile) and
-    returns one item per file, with the path relative to the node's root:
-    C(etc/systemd/network/*) for every node and C(etc/rancher/k3s/config.yaml) for nodes
-    with a k3s role.
+    returns one item per file, with a path of the form C(<node>/<path on the node>), that
+    is C(<node>/etc/systemd/network/*) for every node and C(<node>/etc/rancher/k3s/config.yaml)
+    for nodes with a k3s role.
   - This is what C(playbooks/render.yml) writes below C(render_dir/<node>/).
 positional: _input, nodes
 options:
@@ -40,11 +40,12 @@ options:
 
 EXAMPLES = r"""
 - name: Write every node's files below out/
-  ansible.builtin.copy:
-    dest: "out/{{ item.node }}/{{ item.path }}"
-    content: "{{ item.content }}"
-    mode: "{{ item.mode }}"
-  loop: "{{ n3x_profile.profile | n3x.cluster.node_files(n3x_profile.nodes, servers=groups['k3s_servers']) }}"
+  n3x.cluster.managed_files:
+    dest: out
+    files: >-
+      {{ n3x_profile.profile
+         | n3x.cluster.node_files(n3x_profile.nodes, servers=groups['k3s_servers'])
+         | ansible.utils.remove_keys(target=['node']) }}
 """
 
 RETURN = r"""
@@ -57,7 +58,7 @@ _value:
       description: Node name.
       type: str
     path:
-      description: Path relative to the node's root, like C(etc/systemd/network/20-n3x-eth1.network).
+      description: C(<node>/<path on the node>), like C(agent-1/etc/systemd/network/20-n3x-eth1.network).
       type: str
     content:
       description: File text.
@@ -81,7 +82,9 @@ def node_files(profile, nodes, servers=(), k3s_options=None):
         for node in nodes:
             files = render_files(profile, node["name"], node.get("k3s_role"), servers=list(servers), **(k3s_options or {}))
             for path, content in files.items():
-                items.append({"node": node["name"], "path": path, "content": content, "mode": "0600" if path == K3S_CONFIG_PATH else "0644"})
+                items.append(
+                    {"node": node["name"], "path": f"{node['name']}/{path}", "content": content, "mode": "0600" if path == K3S_CONFIG_PATH else "0644"}
+                )
         return items
     except ProfileError as exc:
         raise AnsibleFilterError(str(exc)) from None

@@ -15,8 +15,10 @@ description:
     rule of the profile format and returns the normalised profile with defaults filled in.
   - Runs on the controller (it is an action plugin), so the profile file is read where the
     playbook runs and no managed host is touched.
-  - Any problem fails the task with one line per problem, each naming the file and the field
-    path, for example C(profiles/x.yml: ip_addresses.server-2.cluster: '192.168.1.300' is not an IPv4 address).
+  - >-
+    Any problem fails the task with one line per problem, each naming the file and the field
+    path, for example
+    C(profiles/x.yml: ip_addresses.server-2.cluster: '192.168.1.300' is not an IPv4 address).
   - Also maps the inventory onto the profile, giving each node's k3s role, cluster address,
     interfaces and the kernel modules its network needs, and warns about an even number of
     servers (embedded etcd quorum).
