@@ -204,7 +204,7 @@ def test_duplicate_yaml_key_is_an_error():
 
 
 def test_broken_yaml_names_line():
-    with pytest.raises(ProfileError, match=r"^p.yml: line 1, column \d+: not valid YAML"):
+    with pytest.raises(ProfileError, match=r"^p.yml: line \d+, column \d+: not valid YAML"):
         parse_profile_text("ip_addresses: {server-1: [", "p.yml")
 
 
