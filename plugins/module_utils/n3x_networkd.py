@@ -114,12 +114,17 @@ def networkd_units(profile, node):
 
 
 def networkd_interfaces(profile, node):
-    """Interfaces networkd must bring to 'configured' for this node, in bring-up order."""
+    """Interfaces networkd must configure on this node, in bring-up order.
+
+    Each is "NAME:OPERSTATE" (systemd-networkd-wait-online -i syntax) with the least
+    operational state that proves it: a trunk or bond carrying only VLANs has a carrier,
+    an interface with the node's addresses is routable.
+    """
     interfaces = profile["interfaces"]
-    names = []
-    if "bond" in profile or (interfaces.get("trunk") and profile["vlan_ids"]):
-        names.append(interfaces["trunk"])
-    for name in node_interfaces(profile, node).values():
-        if name not in names:
-            names.append(name)
-    return names
+    addressed = list(dict.fromkeys(node_interfaces(profile, node).values()))
+    targets = []
+    trunk = interfaces.get("trunk")
+    if trunk and ("bond" in profile or profile["vlan_ids"]) and trunk not in addressed:
+        targets.append(f"{trunk}:carrier")
+    targets.extend(f"{name}:routable" for name in addressed)
+    return targets
