@@ -109,7 +109,9 @@ nodes:
       description: Network role to interface name for this node.
       type: dict
     networkd_interfaces:
-      description: Interfaces systemd-networkd must configure, in bring-up order, as C(NAME:OPERSTATE) (the least operational state that proves each, for C(systemd-networkd-wait-online -i)).
+      description:
+        - Interfaces systemd-networkd must configure, in bring-up order, as C(NAME:OPERSTATE),
+          the least operational state that proves each (for C(systemd-networkd-wait-online -i)).
       type: list
       elements: str
     physical_interfaces:
