@@ -143,3 +143,26 @@ def test_unknown_node():
     profile = validate_profile({"ip_addresses": {"a": {"cluster": "10.1.0.1"}}, "interfaces": {"cluster": "eth1"}, "server_api": "https://10.1.0.1:6443"})
     with pytest.raises(ProfileError, match=r"node 'b' is not in ip_addresses \(nodes: a\)"):
         networkd_units(profile, "b")
+
+
+def test_dnsmasq_config_for_dhcp_simple():
+    import pathlib
+
+    from ansible_collections.n3x.cluster.plugins.module_utils.n3x_dhcp import dhcp_server_units, dnsmasq_config
+    from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import load_profile
+
+    profile = load_profile("dhcp-simple", str(pathlib.Path(__file__).resolve().parents[2] / "profiles"))[1]
+    text = dnsmasq_config(profile)
+    lines = text.splitlines()
+    assert "port=0" in lines
+    assert "interface=eth1" in lines
+    assert "dhcp-range=192.168.1.100,192.168.1.200,255.255.255.0,12h" in lines
+    assert [line for line in lines if line.startswith("dhcp-host=")] == [
+        "dhcp-host=52:54:00:01:01:01,server-1,192.168.1.1,12h",
+        "dhcp-host=52:54:00:01:01:02,server-2,192.168.1.2,12h",
+        "dhcp-host=52:54:00:01:01:03,agent-1,192.168.1.3,12h",
+        "dhcp-host=52:54:00:01:01:04,agent-2,192.168.1.4,12h",
+    ]
+    assert "Address=192.168.1.254/24" in dhcp_server_units(profile)["20-n3x-eth1.network"]
+    with pytest.raises(ProfileError, match="addressing: is not dhcp"):
+        dnsmasq_config(load_profile("simple", str(pathlib.Path(__file__).resolve().parents[2] / "profiles"))[1])
