@@ -41,7 +41,10 @@ def plan(dest, files, prune=True):
     to_write, to_chmod, to_remove = [], [], []
     wanted = {}
     for item in files:
-        path = os.path.normpath(item["path"])
+        path = item["path"]
+        if os.path.isabs(path):
+            path = os.path.relpath(path, dest)
+        path = os.path.normpath(path)
         if os.path.isabs(path) or path.startswith(".."):
             raise FilesError(f"{item['path']!r} must be a path inside {dest}")
         wanted[path] = item
@@ -69,7 +72,7 @@ def apply(dest, files, prune=True, check_mode=False):
     to_write, to_chmod, to_remove = plan(dest, files, prune)
     if check_mode:
         return to_write, to_chmod, to_remove
-    by_path = {os.path.normpath(item["path"]): item for item in files}
+    by_path = {os.path.normpath(os.path.relpath(item["path"], dest) if os.path.isabs(item["path"]) else item["path"]): item for item in files}
     for path in to_write:
         item = by_path[path]
         target = os.path.join(dest, path)

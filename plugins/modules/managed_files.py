@@ -30,7 +30,7 @@ options:
     required: true
     suboptions:
       path:
-        description: Path relative to O(dest); subdirectories are created.
+        description: Path relative to O(dest), or an absolute path inside O(dest); subdirectories are created.
         type: str
         required: true
       content:

@@ -34,6 +34,12 @@ def test_check_mode_changes_nothing(tmp_path):
     assert os.listdir(tmp_path) == ["10-n3x-old.network"]
 
 
+def test_absolute_paths_inside_dest(tmp_path):
+    files = [{"path": str(tmp_path / "etc/n3x/a.conf"), "content": OURS}]
+    assert apply(str(tmp_path), files) == (["etc/n3x/a.conf"], [], [])
+    assert apply(str(tmp_path), files) == ([], [], [])
+
+
 @pytest.mark.parametrize("path", ["../escape", "/etc/passwd"])
 def test_paths_stay_inside_dest(tmp_path, path):
     with pytest.raises(FilesError, match="must be a path inside"):
