@@ -76,36 +76,10 @@ _value:
   type: dict
 """
 
-from ansible.errors import AnsibleFilterError
-
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import DEFAULT_DISABLE, DEFAULT_KUBECONFIG_MODE, DEFAULT_TOKEN_FILE
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import k3s_config as render_config
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, validate_profile
+from ansible_collections.n3x.cluster.plugins.plugin_utils.profile_filter import profile_filter
 
-
-def k3s_config(
-    profile,
-    node,
-    role,
-    servers=(),
-    disable=DEFAULT_DISABLE,
-    write_kubeconfig_mode=DEFAULT_KUBECONFIG_MODE,
-    token_file=DEFAULT_TOKEN_FILE,
-    extra=None,
-):
-    try:
-        return render_config(
-            validate_profile(profile),
-            node,
-            role,
-            servers=list(servers),
-            disable=disable,
-            write_kubeconfig_mode=write_kubeconfig_mode,
-            token_file=token_file,
-            extra=extra,
-        )
-    except ProfileError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+k3s_config = profile_filter(render_config)
 
 
 class FilterModule:

@@ -45,17 +45,10 @@ _value:
   type: dict
 """
 
-from ansible.errors import AnsibleFilterError
-
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_networkd import networkd_units as render_units
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, validate_profile
+from ansible_collections.n3x.cluster.plugins.plugin_utils.profile_filter import profile_filter
 
-
-def networkd_units(profile, node):
-    try:
-        return render_units(validate_profile(profile), node)
-    except ProfileError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+networkd_units = profile_filter(render_units)
 
 
 class FilterModule:

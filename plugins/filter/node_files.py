@@ -70,26 +70,22 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, validate_profile
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_render import K3S_CONFIG_PATH
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_render import node_files as render_files
+from ansible_collections.n3x.cluster.plugins.plugin_utils.profile_filter import profile_filter
 
 
+@profile_filter
 def node_files(profile, nodes, servers=(), k3s_options=None):
+    items = []
     try:
-        profile = validate_profile(profile)
-        items = []
         for node in nodes:
-            files = render_files(profile, node["name"], node.get("k3s_role"), servers=list(servers), **(k3s_options or {}))
-            for path, content in files.items():
-                items.append(
-                    {"node": node["name"], "path": f"{node['name']}/{path}", "content": content, "mode": "0600" if path == K3S_CONFIG_PATH else "0644"}
-                )
-        return items
-    except ProfileError as exc:
-        raise AnsibleFilterError(str(exc)) from None
-    except (KeyError, TypeError) as exc:
+            name = node["name"]
+            for path, content in render_files(profile, name, node.get("k3s_role"), servers=list(servers), **(k3s_options or {})).items():
+                items.append({"node": name, "path": f"{name}/{path}", "content": content, "mode": "0600" if path == K3S_CONFIG_PATH else "0644"})
+    except (KeyError, TypeError, AttributeError) as exc:
         raise AnsibleFilterError(f"node_files: nodes must be the nodes list of n3x.cluster.network_profile ({exc})") from None
+    return items
 
 
 class FilterModule:
