@@ -40,17 +40,15 @@ _value:
   type: str
 """
 
-from ansible.errors import AnsibleFilterError
-
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import init_server
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, validate_profile
+from ansible_collections.n3x.cluster.plugins.plugin_utils.profile_filter import profile_filter
 
 
-def k3s_init_server(profile, servers):
-    try:
-        return init_server(validate_profile(profile), list(servers))
-    except ProfileError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+def _init_server(profile, servers):
+    return init_server(profile, list(servers))
+
+
+k3s_init_server = profile_filter(_init_server)
 
 
 class FilterModule:

@@ -1,0 +1,279 @@
+"""The k3s role and playbooks, run for real as far as this machine allows.
+
+No k3s binary is reachable here and the lab VMs are not running, so these tests run the
+controller phase only: every host connection goes to a stand-in ssh that records the
+attempt and fails, and the tests assert it was never called. The artifacts checksummed
+are small test files; nothing here is, or pretends to be, k3s.
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+ROLE = REPO / "roles/k3s"
+THREE_WAYS = (
+    "no k3s v1.35.0+k3s3 binary for amd64 is available: set k3s_binary_path=/path/to/k3s, "
+    "or k3s_airgap_dir=DIR with k3s, k3s-airgap-images-amd64.tar.zst and sha256sum-amd64.txt, "
+    "or allow download of v1.35.0+k3s3 from https://github.com/k3s-io/k3s/releases/download/v1.35.0%2Bk3s3/ with k3s_download=true"
+)
+
+
+@pytest.fixture
+def ssh_spy(tmp_path):
+    """An ssh that records that it was called and fails; returns (env, marker)."""
+    marker = tmp_path / "ssh-called"
+    spy = tmp_path / "ssh"
+    spy.write_text(f'#!/bin/sh\necho "$@" >> {marker}\nexit 255\n')
+    spy.chmod(0o755)
+    return {"ANSIBLE_SSH_EXECUTABLE": str(spy)}, marker
+
+
+def run(args, env=None, timeout=300):
+    full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
+    for name in list(full_env):
+        if name.startswith("K3S_"):  # nothing from the caller's shell may supply k3s
+            del full_env[name]
+    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def flat(result):
+    """Output with line wrapping undone, for messages the callback wraps."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def recap(result):
+    return dict(re.findall(r"^(\S+)\s+: (ok=.*)$", result.stdout, re.MULTILINE))
+
+
+def test_ssh_spy_sees_a_real_connection_attempt(ssh_spy):
+    env, marker = ssh_spy
+    run(["ansible", "-i", "inventories/lab/hosts.yml", "server-1", "-m", "ansible.builtin.ping"], env=env)
+    assert marker.exists()
+
+
+def test_no_k3s_fails_fast_on_the_controller_with_the_three_ways(ssh_spy):
+    env, marker = ssh_spy
+    result = run(["ansible-playbook", "-i", "inventories/lab/hosts.yml", "playbooks/k3s.yml", "-e", "profile=simple"], env=env, timeout=120)
+    assert result.returncode != 0
+    assert THREE_WAYS in flat(result)
+    assert "Traceback" not in flat(result)
+    assert not marker.exists(), f"a host was contacted: {marker.read_text()}"
+    stats = recap(result)
+    assert set(stats) == {"server-1", "server-2", "agent-1", "agent-2"}
+    for host, line in stats.items():
+        assert "changed=0" in line, host
+        assert "unreachable=0" in line, host
+    # Nothing after the controller play ran.
+    assert "PLAY [Start the cluster on the init server]" not in result.stdout
+    assert "PLAY [Join" not in result.stdout
+
+
+def test_corrupt_airgap_tarball_is_refused_before_any_host(tmp_path, ssh_spy):
+    env, marker = ssh_spy
+    airgap = tmp_path / "airgap"
+    airgap.mkdir()
+    (airgap / "k3s").write_bytes(b"test file, not k3s\n")
+    (airgap / "k3s-airgap-images-amd64.tar.zst").write_bytes(b"test images, damaged\n")
+    (airgap / "sha256sum-amd64.txt").write_text(
+        subprocess.run(["sha256sum", "k3s"], cwd=airgap, capture_output=True, text=True, check=True).stdout + "0" * 64 + "  k3s-airgap-images-amd64.tar.zst\n"
+    )
+    result = run(["ansible-playbook", "playbooks/k3s.yml", "-e", "profile=simple", "-e", f"k3s_airgap_dir={airgap}"], env=env, timeout=120)
+    assert result.returncode != 0
+    images = airgap / "k3s-airgap-images-amd64.tar.zst"
+    actual = subprocess.run(["sha256sum", str(images)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert f"{images}: sha256 mismatch, refusing to use it: expected {'0' * 64}, got {actual}" in flat(result)
+    assert not marker.exists()
+
+
+def test_bad_extra_config_is_refused_before_any_host(tmp_path, ssh_spy):
+    env, marker = ssh_spy
+    result = run(
+        ["ansible-playbook", "playbooks/k3s.yml", "-e", "profile=simple", "-e", '{"k3s_extra_config": {"tls-san": ["x"]}}', "-e", "k3s_download=true"],
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "k3s config of agent-1: tls-san: is a k3s server flag only" in flat(result)
+    assert not marker.exists()
+
+
+def test_controller_phase_plans_every_node(tmp_path, ssh_spy):
+    """With a valid (test-file) airgap directory the controller phase resolves everything."""
+    env, marker = ssh_spy
+    airgap = tmp_path / "airgap"
+    airgap.mkdir()
+    (airgap / "k3s").write_bytes(b"test file, not k3s\n")
+    (airgap / "k3s-airgap-images-amd64.tar.zst").write_bytes(b"test images\n")
+    sums = subprocess.run(["sha256sum", "k3s", "k3s-airgap-images-amd64.tar.zst"], cwd=airgap, capture_output=True, text=True, check=True).stdout
+    (airgap / "sha256sum-amd64.txt").write_text(sums)
+    out = tmp_path / "plan"
+    playbook = tmp_path / "plan.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Controller phase only",
+                    "hosts": "k3s_cluster",
+                    "gather_facts": False,
+                    "tasks": [
+                        {"name": "Resolve", "ansible.builtin.include_role": {"name": "n3x.cluster.k3s", "tasks_from": "artifact.yml"}},
+                        {
+                            "name": "Record the plan",
+                            "ansible.builtin.copy": {
+                                "dest": f"{out}/{{{{ inventory_hostname }}}}.json",
+                                "mode": "0644",
+                                "content": "{{ {'groups': group_names, 'unit': k3s_unit_name, 'config': k3s_config_text, "
+                                "'source': k3s_source, 'init': k3s_init_node} | to_json }}",
+                            },
+                            "delegate_to": "localhost",
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    out.mkdir()
+    result = run(["ansible-playbook", str(playbook), "-e", "profile=bonding-vlans", "-e", f"k3s_airgap_dir={airgap}"], env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not marker.exists()
+    sha = dict(line.split()[::-1] for line in sums.splitlines())
+    for node, role in (("server-1", "server"), ("server-2", "server"), ("agent-1", "agent"), ("agent-2", "agent")):
+        plan = json.loads((out / f"{node}.json").read_text())
+        assert ("k3s_init" in plan["groups"]) == (node == "server-1")
+        assert ("k3s_join" in plan["groups"]) == (node != "server-1")
+        assert plan["init"] == "server-1"
+        assert plan["unit"] == {"server": "k3s.service", "agent": "k3s-agent.service"}[role]
+        golden = REPO / "tests/unit/golden/bonding-vlans" / node / "etc/rancher/k3s/config.yaml"
+        assert plan["config"] == golden.read_text()
+        assert plan["source"]["source"] == "airgap_dir"
+        assert plan["source"]["binary"] == str(airgap / "k3s")
+        assert plan["source"]["binary_sha256"] == sha["k3s"]
+        assert plan["source"]["images_sha256"] == sha["k3s-airgap-images-amd64.tar.zst"]
+
+
+def test_playbooks_parse():
+    for playbook in ("playbooks/k3s.yml", "playbooks/reset.yml"):
+        result = run(["ansible-playbook", "--syntax-check", playbook])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the token never shows
+
+
+def tasks_in(items):
+    for task in items or []:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from tasks_in(task.get(key))
+
+
+def role_and_playbook_tasks():
+    files = [*sorted((ROLE / "tasks").glob("*.yml")), ROLE / "handlers/main.yml", REPO / "playbooks/k3s.yml", REPO / "playbooks/reset.yml"]
+    for path in files:
+        data = yaml.safe_load(path.read_text()) or []
+        plays = [item for item in data if "hosts" in item] if path.parent.name == "playbooks" else [{"tasks": data}]
+        for play in plays:
+            for section in ("pre_tasks", "tasks", "post_tasks", "handlers"):
+                for task in tasks_in(play.get(section)):
+                    yield path, task
+
+
+TOKEN_VALUE = re.compile(r"\bk3s_token\b|\bk3s_token_read\b")
+TOKEN_FILE_ARGS = ("dest", "src", "path")
+# Keys whose values are bare Jinja expressions; elsewhere only {{ }} and {% %} are evaluated.
+CONDITIONS = ("when", "that", "until", "changed_when", "failed_when")
+JINJA = re.compile(r"{{.*?}}|{%.*?%}", re.DOTALL)
+
+
+def expressions(value, key=None):
+    """Every Jinja expression in a task's values (plain text that names a variable is not one)."""
+    if isinstance(value, dict):
+        for child_key, child in value.items():
+            yield from expressions(child, child_key)
+    elif isinstance(value, list):
+        for child in value:
+            yield from expressions(child, key)
+    elif isinstance(value, str):
+        yield from JINJA.findall(value)
+        if key in CONDITIONS:
+            yield value
+
+
+def touches_token(task):
+    """The task evaluates the token's value, or reads or writes the token file."""
+    body = {key: value for key, value in task.items() if key not in ("name", "block", "rescue", "always")}
+    if any(TOKEN_VALUE.search(expression) for expression in expressions(body)):
+        return True
+    args = [value for value in body.values() if isinstance(value, dict)]
+    return any(str(arg.get(key, "")).replace(" ", "") == "{{k3s_token_file}}" for arg in args for key in TOKEN_FILE_ARGS)
+
+
+def test_every_task_touching_the_token_has_no_log():
+    touching = [(path, task) for path, task in role_and_playbook_tasks() if touches_token(task)]
+    names = {task["name"] for _, task in touching}
+    # Guard the guard: the generating, reading and writing tasks must be found.
+    assert {"Generate the cluster token once on the init server", "Read the cluster token back from the init server", "Write the cluster token"} <= names
+    for path, task in touching:
+        assert task.get("no_log") is True, f"{path.relative_to(REPO)}: {task['name']!r} touches the token without no_log: true"
+
+
+def test_the_token_is_never_on_a_command_line():
+    for path, task in role_and_playbook_tasks():
+        for module in ("ansible.builtin.command", "ansible.builtin.shell", "ansible.builtin.script", "ansible.builtin.raw"):
+            if module in task:
+                assert "token" not in json.dumps(task[module]).lower(), f"{path.relative_to(REPO)}: {task['name']!r}"
+
+
+def test_argument_specs_cover_defaults_and_hide_the_token():
+    specs = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    assert set(defaults) == set(specs)
+    assert specs["k3s_token"]["no_log"] is True
+    for name, spec in specs.items():
+        if "default" in spec and name != "k3s_profile":
+            assert spec["default"] == defaults[name], name
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="token.yml sets root ownership, which needs root")
+def test_token_is_generated_once_0600_and_never_printed(tmp_path):
+    """token.yml against this machine, writing only below tmp_path, at the highest verbosity."""
+    token_file = tmp_path / "rancher" / "token"
+    playbook = tmp_path / "token.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Token only",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "tasks": [{"name": "Token", "ansible.builtin.include_role": {"name": "n3x.cluster.k3s", "tasks_from": "token.yml"}}],
+                }
+            ]
+        )
+    )
+    args = ["ansible-playbook", "-vvv", str(playbook), "-e", f"k3s_token_file={token_file}", "-e", "k3s_init_node=localhost"]
+    first = run(args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    token = token_file.read_text()
+    assert len(token) == 64
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert token not in first.stdout + first.stderr
+    assert "censored" in first.stdout
+    second = run(args)
+    assert second.returncode == 0
+    assert token_file.read_text() == token, "an existing token must never be replaced"
+    assert token not in second.stdout + second.stderr
+    assert "changed=0" in second.stdout
+    given = run([*args, "-e", "k3s_token=from-the-vault-0123456789"])
+    assert given.returncode == 0
+    assert token_file.read_text() == "from-the-vault-0123456789"
+    assert "from-the-vault-0123456789" not in given.stdout + given.stderr
