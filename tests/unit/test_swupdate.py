@@ -1,0 +1,268 @@
+"""SWUpdate bundles: sw-description, the cpio CRC format, slot choice, reproducible bytes."""
+
+import hashlib
+import io
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.n3x.cluster.plugins.module_utils import n3x_swupdate as swu
+
+SHA = "ab" * 32
+OPENSSL = shutil.which("openssl")
+
+
+def image(name="rootfs.ext4", device=swu.DEFAULT_DEVICE):
+    return {"name": name, "device": device, "sha256": SHA}
+
+
+# --- slots ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("active", "inactive"), [("a", "b"), ("b", "a")])
+def test_inactive_slot(active, inactive):
+    assert swu.inactive_slot(active) == inactive
+    assert swu.resolve_slots("inactive", active) == (inactive,)
+
+
+@pytest.mark.parametrize(("slot", "active", "expected"), [("both", None, ("a", "b")), ("a", None, ("a",)), ("b", None, ("b",))])
+def test_resolve_slots(slot, active, expected):
+    assert swu.resolve_slots(slot, active) == expected
+
+
+@pytest.mark.parametrize(
+    ("slot", "active", "message"),
+    [("inactive", None, "needs active_slot"), ("inactive", "c", "not one of"), ("b", "a", "only used with"), ("c", None, "not one of")],
+)
+def test_resolve_slots_refuses(slot, active, message):
+    with pytest.raises(swu.SwupdateError, match=message):
+        swu.resolve_slots(slot, active)
+
+
+def test_selection():
+    assert swu.selection("b") == "stable,slot_b"
+
+
+# --- sw-description ------------------------------------------------------------------
+
+
+def test_sw_description_both_slots():
+    text = swu.render_sw_description("1.4.0", ["n3x-lab:1.0", "n3x-lab:1.1", "n100:2"], [image()], description="lab rootfs")
+    assert text.startswith('software =\n{\n\tversion = "1.4.0";\n\tdescription = "lab rootfs";\n')
+    assert '\tn3x-lab = {\n\t\thardware-compatibility = [ "1.0", "1.1" ];\n\t\tstable = {\n\t\t\tslot_a = {' in text
+    assert '\tn100 = {\n\t\thardware-compatibility = [ "2" ];' in text
+    for slot, other in (("a", "b"), ("b", "a")):
+        assert f'device = "/dev/disk/by-partlabel/rootfs_{slot}";' in text
+        assert f'{{ name = "rootfs_slot"; value = "{slot}"; }}' in text
+        assert f'{{ name = "rootfs_fallback"; value = "{other}"; }}' in text
+    assert text.count('type = "raw";') == 4  # one image, two slots, two boards
+    assert text.count(f'sha256 = "{SHA}";') == 4
+    assert text.count('{ name = "upgrade_available"; value = "1"; }') == 4
+    assert text.count('{ name = "boot_count"; value = "0"; }') == 4
+    assert "compressed" not in text
+    assert text.count("{") == text.count("}")
+    assert text.count("(") == text.count(")")
+
+
+def test_sw_description_one_slot_only():
+    text = swu.render_sw_description("1", ["lab:1"], [image(device="/dev/vda{slot}")], slots=("b",))
+    assert "slot_a" not in text
+    assert 'device = "/dev/vdab";' in text
+
+
+def test_sw_description_exact_text():
+    text = swu.render_sw_description("2", ["lab:r1"], [image("root.img")], slots=("a",))
+    assert text == (
+        "software =\n{\n"
+        '\tversion = "2";\n\n'
+        "\tlab = {\n"
+        '\t\thardware-compatibility = [ "r1" ];\n'
+        "\t\tstable = {\n"
+        "\t\t\tslot_a = {\n"
+        "\t\t\t\timages: (\n"
+        "\t\t\t\t\t{\n"
+        '\t\t\t\t\t\tfilename = "root.img";\n'
+        '\t\t\t\t\t\tdevice = "/dev/disk/by-partlabel/rootfs_a";\n'
+        '\t\t\t\t\t\ttype = "raw";\n'
+        f'\t\t\t\t\t\tsha256 = "{SHA}";\n'
+        "\t\t\t\t\t}\n"
+        "\t\t\t\t);\n"
+        "\t\t\t\tbootenv: (\n"
+        '\t\t\t\t\t{ name = "rootfs_slot"; value = "a"; },\n'
+        '\t\t\t\t\t{ name = "rootfs_fallback"; value = "b"; },\n'
+        '\t\t\t\t\t{ name = "upgrade_available"; value = "1"; },\n'
+        '\t\t\t\t\t{ name = "boot_count"; value = "0"; }\n'
+        "\t\t\t\t);\n"
+        "\t\t\t};\n"
+        "\t\t};\n"
+        "\t};\n"
+        "};\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("hardware", "message"),
+    [
+        ([], "at least one"),
+        (["lab"], "not board:revision"),
+        (["lab:"], "not board:revision"),
+        (["1lab:1"], "must start with a letter"),
+        (["images:1"], "swupdate keyword"),
+        (["slot_a:1"], "swupdate keyword"),
+        (['lab:1"'], "quote"),
+    ],
+)
+def test_hardware_refused(hardware, message):
+    with pytest.raises(swu.SwupdateError, match=message):
+        swu.render_sw_description("1", hardware, [image()])
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ([], "at least one"),
+        ([image("sw-description")], "plain file name"),
+        ([image("../x")], "plain file name"),
+        ([image(), image()], "appears twice"),
+        ([image(device="/dev/vda2")], "must contain"),
+        ([{**image(), "sha256": "xyz"}], "sha256"),
+    ],
+)
+def test_images_refused(images, message):
+    with pytest.raises(swu.SwupdateError, match=message):
+        swu.render_sw_description("1", ["lab:1"], images)
+
+
+def test_version_and_quotes_refused():
+    with pytest.raises(swu.SwupdateError, match="version"):
+        swu.render_sw_description(" ", ["lab:1"], [image()])
+    with pytest.raises(swu.SwupdateError, match="quotes"):
+        swu.render_sw_description('1"; evil = "x', ["lab:1"], [image()])
+
+
+# --- cpio ----------------------------------------------------------------------------
+
+
+def test_cpio_crc_format_round_trip(tmp_path):
+    big = tmp_path / "rootfs.img"
+    big.write_bytes(bytes(range(256)) * 4099 + b"odd")
+    out = io.BytesIO()
+    swu.write_cpio(out, [("sw-description", b"software = {};\n"), ("sw-description.sig", b"\x01\xff" * 3), ("rootfs.img", {"path": str(big)})])
+    data = out.getvalue()
+    assert len(data) % 4 == 0
+    assert data.startswith(b"070702")
+    members = swu.read_cpio(data)
+    assert [m["name"] for m in members] == ["sw-description", "sw-description.sig", "rootfs.img"]
+    assert members[2]["data"] == big.read_bytes()
+    for member in members:
+        assert member["checksum"] == sum(member["data"]) & 0xFFFFFFFF
+        assert member["mode"] == 0o100644
+        assert member["mtime"] == 0
+    assert [m["ino"] for m in members] == [1, 2, 3]
+    assert data.count(b"070702") >= 4
+    assert b"TRAILER!!!\0" in data[-128:]
+    # header layout: magic, 13 fields of 8 hex digits, name, NUL, padding to 4
+    header = data[:110]
+    assert int(header[94:102], 16) == len("sw-description") + 1
+    assert data[110:125] == b"sw-description\0"
+
+
+def test_cpio_checksum_wraps_at_32_bits():
+    out = io.BytesIO()
+    content = b"\xff" * (2**24 + 17)  # the byte sum exceeds 2**32
+    swu.write_cpio(out, [("big", content)])
+    member = swu.read_cpio(out.getvalue())[0]
+    assert member["checksum"] == (255 * len(content)) & 0xFFFFFFFF
+
+
+def test_read_cpio_detects_corruption():
+    out = io.BytesIO()
+    swu.write_cpio(out, [("a", b"hello")])
+    data = bytearray(out.getvalue())
+    data[data.index(b"hello")] ^= 1
+    with pytest.raises(swu.SwupdateError, match="checksum mismatch"):
+        swu.read_cpio(bytes(data))
+    with pytest.raises(swu.SwupdateError, match="bad magic"):
+        swu.read_cpio(b"070701" + bytes(data[6:]))
+
+
+# --- bundles (openssl) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    if not OPENSSL:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("keys") / "private"
+    key, cert = str(directory / "swupdate.key"), str(directory / "swupdate.crt")
+    assert swu.generate_signing_key(key, cert, bits=2048) is True
+    return key, cert
+
+
+def test_generated_key_is_private_and_kept(keys):
+    key, cert = keys
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(key)).st_mode & 0o777 == 0o700
+    before = open(key, "rb").read()  # noqa: SIM115
+    assert swu.generate_signing_key(key, cert) is False
+    assert open(key, "rb").read() == before  # noqa: SIM115
+
+
+def test_key_readable_by_others_is_refused(keys, tmp_path):
+    loose = tmp_path / "loose.key"
+    shutil.copy(keys[0], loose)
+    loose.chmod(0o640)
+    with pytest.raises(swu.SwupdateError, match="must be 0600") as caught:
+        swu.cms_sign(b"x", str(loose), keys[1])
+    assert "PRIVATE" not in str(caught.value)
+
+
+def test_bundle_is_reproducible_and_signed(keys, tmp_path):
+    key, cert = keys
+    rootfs = tmp_path / "rootfs.ext4"
+    rootfs.write_bytes(os.urandom(65537))
+    args = {"version": "1.0", "hardware": ["lab:1.0"], "images": [{"path": str(rootfs)}], "key": key, "cert": cert}
+    first = swu.build_bundle(str(tmp_path / "one.swu"), **args)
+    second = swu.build_bundle(str(tmp_path / "two.swu"), **args)
+    assert first["changed"]
+    assert second["changed"]
+    assert (tmp_path / "one.swu").read_bytes() == (tmp_path / "two.swu").read_bytes()
+    again = swu.build_bundle(str(tmp_path / "one.swu"), **args)
+    assert again["changed"] is False
+    assert again["sha256"] == hashlib.sha256((tmp_path / "one.swu").read_bytes()).hexdigest()
+    members = swu.read_cpio((tmp_path / "one.swu").read_bytes())
+    assert [m["name"] for m in members] == ["sw-description", "sw-description.sig", "rootfs.ext4"]
+    assert hashlib.sha256(rootfs.read_bytes()).hexdigest() in members[0]["data"].decode()
+    assert swu.cms_verify(members[0]["data"], members[1]["data"], cert)
+    assert not swu.cms_verify(members[0]["data"] + b" ", members[1]["data"], cert)
+    assert first["selections"] == {"a": "stable,slot_a", "b": "stable,slot_b"}
+    # a new image changes the bundle; check mode reports it without writing
+    rootfs.write_bytes(b"new")
+    before = (tmp_path / "one.swu").read_bytes()
+    checked = swu.build_bundle(str(tmp_path / "one.swu"), check_mode=True, **args)
+    assert checked["changed"] is True
+    assert (tmp_path / "one.swu").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".n3x-swu-")]
+
+
+def test_unsigned_bundle_has_no_signature(tmp_path):
+    rootfs = tmp_path / "r.img"
+    rootfs.write_bytes(b"x" * 10)
+    result = swu.build_bundle(str(tmp_path / "u.swu"), "1", ["lab:1"], [{"path": str(rootfs)}], slot="inactive", active_slot="b")
+    assert result["members"] == ["sw-description", "r.img"]
+    assert result["slots"] == ["a"]
+    assert result["signed"] is False
+
+
+@pytest.mark.parametrize(
+    ("output", "outcome"),
+    [
+        ("[INFO ] : SWUPDATE successful ! SWUPDATE successful !\n[INFO ] : SWUPDATE running :  [endupdate] : SWUpdate was successful !", "successful"),
+        ("[ERROR] : SWUPDATE failed [0] ERROR : HASH mismatch\n[INFO ] : SWUPDATE running :  [endupdate] : SWUpdate was successful !", "failed"),
+        ("[ERROR] : SWUPDATE failed [0] ERROR : SWUpdate *failed* !", "failed"),
+        ("SWUpdate v\n", "unknown"),
+    ],
+)
+def test_install_outcome(output, outcome):
+    assert swu.install_outcome(output) == outcome
