@@ -19,12 +19,6 @@ SCENARIOS = [
     "l1-vm-boot",
     "l2-two-vm-network",
     "l2-simple",
-    "l2-vlans",
-    "l2-bonding-vlans",
-    "l2-dhcp-simple",
-    "bond-failover",
-    "vlan-negative",
-    "network-constraints",
 ]
 NEEDS_K3S = set()
 

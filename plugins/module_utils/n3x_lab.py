@@ -1,0 +1,722 @@
+# Copyright: n3x developers
+# MIT License (see galaxy.yml)
+"""QEMU lab VMs: command lines, MACs, ports, lab segments and the VM lifecycle.
+
+Pure Python (no Ansible imports). Every file of a VM lives in one lab directory:
+``NAME.qcow2`` (overlay on the cached image), ``NAME.esp.qcow2`` and ``NAME.vars.fd``
+(UEFI only), ``NAME.qmp`` (QMP socket), ``NAME.serial.log``, ``NAME.pid`` and
+``NAME.json`` (the definition and forwarded SSH port of the running VM).
+
+Lab segments are QEMU socket netdevs on a loopback multicast group: a rootless hub per
+segment that passes 802.1Q tags and bonds (see shared lab findings). All NICs that a
+profile lists (bond members included) go on the same segment by default, because bond
+members on separate hubs partition the bond after a failover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+QEMU = "qemu-system-x86_64"
+
+HOST_TOOLS = {
+    QEMU: "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mcopy": "mtools",
+}
+
+OVMF_CODE_CANDIDATES = [
+    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    "/usr/share/OVMF/OVMF_CODE.fd",
+]
+OVMF_VARS_CANDIDATES = [
+    "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    "/usr/share/OVMF/OVMF_VARS.fd",
+]
+
+LAB_FORMAT = 1
+BOOT_MODES = ("direct", "uefi")
+ACCELS = ("auto", "kvm", "tcg")
+DEFAULT_SEGMENT = "lab"
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+NIC_RE = re.compile(r"^eth([1-9][0-9]*)$")
+
+# Kernel arguments every lab VM needs: NICs named eth0.. in PCI order, serial console,
+# a quiet boot (printing to an emulated UART is slow under TCG).
+BASE_CMDLINE = "root=LABEL=n3x-root rw console=ttyS0 net.ifnames=0 quiet loglevel=0 systemd.show_status=0"
+
+# PCI slots: fixed so that eth0 (management), eth1, eth2... keep their order.
+DISK_SLOT = 0x04
+ESP_SLOT = 0x05
+NIC_SLOT_BASE = 0x10
+
+
+class LabError(Exception):
+    """Raised with a message meant for the user."""
+
+
+def require_tools(tools):
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pkgs = sorted({HOST_TOOLS.get(t, t) for t in missing})
+        raise LabError("missing host tools: {} (install the Debian packages: apt-get install {})".format(", ".join(missing), " ".join(pkgs)))
+
+
+def find_ovmf(code=None, vars_template=None):
+    """Paths of the OVMF firmware and its variable store template."""
+    code = code or next((p for p in OVMF_CODE_CANDIDATES if os.path.isfile(p)), None)
+    vars_template = vars_template or next((p for p in OVMF_VARS_CANDIDATES if os.path.isfile(p)), None)
+    if not code or not vars_template or not os.path.isfile(code) or not os.path.isfile(vars_template):
+        raise LabError("UEFI firmware not found (install the Debian package: apt-get install ovmf)")
+    return code, vars_template
+
+
+# ---------------------------------------------------------------- addresses ---------
+
+
+def mac_for(node, nic, salt=0):
+    """Deterministic MAC in QEMU's 52:54:00 range for a node's NIC."""
+    digest = hashlib.sha256(f"{node}/{nic}/{salt}".encode()).digest()
+    return f"52:54:00:{digest[0]:02x}:{digest[1]:02x}:{digest[2]:02x}"
+
+
+def normalize_mac(mac):
+    mac = str(mac).strip().lower().replace("-", ":")
+    if not MAC_RE.match(mac):
+        raise LabError(f"invalid MAC address: {mac!r}")
+    if int(mac[:2], 16) & 1:
+        raise LabError(f"MAC address {mac} is multicast; a NIC needs a unicast address")
+    return mac
+
+
+def allocate_macs(layout, given=None):
+    """{node: {nic: mac}} for every NIC (eth0 included), unique across the lab.
+
+    layout is {node: [lab NIC names]}; given is {node: mac} (a profile's mac_addresses),
+    used for the node's first lab NIC. Derived MACs that collide are rehashed.
+    """
+    given = given or {}
+    result = {}
+    used = {}
+    for node in sorted(layout):
+        result[node] = {}
+        nics = ["eth0", *list(layout[node])]
+        for index, nic in enumerate(nics):
+            if index == 1 and node in given:
+                mac = normalize_mac(given[node])
+            else:
+                salt = 0
+                mac = mac_for(node, nic, salt)
+                while mac in used or mac in {normalize_mac(m) for m in given.values()}:
+                    salt += 1
+                    mac = mac_for(node, nic, salt)
+            if mac in used:
+                raise LabError(f"MAC {mac} of {node}/{nic} is also used by {used[mac]}")
+            used[mac] = f"{node}/{nic}"
+            result[node][nic] = mac
+    return result
+
+
+def lab_id(lab_dir):
+    return os.path.realpath(os.path.expanduser(lab_dir))
+
+
+def segment_endpoint(lab_dir, segment):
+    """(multicast group, UDP port) of a lab segment: derived from the lab directory, so
+    every VM of one lab meets on the same hub and two labs on one host do not."""
+    digest = hashlib.sha256((f"{lab_id(lab_dir)}\0{segment}").encode()).digest()
+    # Last octet 1..254: never the group's network or broadcast-looking address.
+    group = f"230.{digest[0]}.{digest[1]}.{1 + digest[2] % 254}"
+    port = 20000 + int.from_bytes(digest[3:5], "big") % 20000
+    return group, port
+
+
+def port_free(port, host="127.0.0.1"):
+    """True when nothing listens on host:port (as QEMU's hostfwd would bind it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Like QEMU: SO_REUSEADDR ignores TIME_WAIT leftovers of earlier SSH connections.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def free_port(host="127.0.0.1", avoid=()):
+    """A TCP port that nothing listens on now (the kernel picks it)."""
+    for _ in range(50):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        finally:
+            sock.close()
+        if port not in avoid:
+            return port
+    raise LabError(f"no free TCP port on {host}")
+
+
+# ---------------------------------------------------------------- definitions -------
+
+
+def normalize_nics(node, nics, mac=None):
+    """Lab NICs of a node as [{name, segment, mac}], eth1..ethN in order.
+
+    nics: names ('eth1') or dicts {name, segment?, mac?}; mac: the node's given MAC, for
+    its first lab NIC.
+    """
+    out = []
+    for nic in nics or []:
+        spec = {"name": nic} if isinstance(nic, str) else dict(nic)
+        name = spec.get("name", "")
+        if not NIC_RE.match(name):
+            raise LabError(f"lab NIC names must be eth1, eth2, ...; got {name!r} for {node}")
+        out.append(
+            {
+                "name": name,
+                "segment": spec.get("segment") or DEFAULT_SEGMENT,
+                "mac": normalize_mac(spec["mac"]) if spec.get("mac") else None,
+            }
+        )
+    out.sort(key=lambda n: int(NIC_RE.match(n["name"]).group(1)))
+    names = [n["name"] for n in out]
+    expected = [f"eth{i}" for i in range(1, len(out) + 1)]
+    if names != expected:
+        # The guest names NICs by PCI order: a gap would shift every later name.
+        raise LabError(f"lab NICs of {node} must be {expected}, got {names}")
+    for index, nic in enumerate(out):
+        if nic["mac"] is None:
+            nic["mac"] = normalize_mac(mac) if (index == 0 and mac) else mac_for(node, nic["name"])
+    return out
+
+
+def vm_paths(lab_dir, name):
+    base = os.path.join(os.path.expanduser(lab_dir), name)
+    return {
+        "dir": os.path.expanduser(lab_dir),
+        "overlay": base + ".qcow2",
+        "esp": base + ".esp.img",
+        "vars": base + ".vars.fd",
+        "qmp": base + ".qmp",
+        "serial": base + ".serial.log",
+        "pid": base + ".pid",
+        "state": base + ".json",
+    }
+
+
+def vm_definition(
+    name,
+    lab_dir,
+    root,
+    kernel=None,
+    initrd=None,
+    esp=None,
+    boot_mode="direct",
+    accel="auto",
+    memory=512,
+    smp=2,
+    nics=None,
+    mac=None,
+    append="",
+    ovmf_code=None,
+    ovmf_vars=None,
+    machine="q35",
+):
+    """Validated, complete description of one VM (the SSH port is added at start)."""
+    if boot_mode not in BOOT_MODES:
+        raise LabError("boot_mode must be one of {}".format(", ".join(BOOT_MODES)))
+    if accel not in ACCELS:
+        raise LabError("accel must be one of {}".format(", ".join(ACCELS)))
+    if boot_mode == "direct" and not (kernel and initrd):
+        raise LabError("boot_mode direct needs kernel and initrd")
+    if boot_mode == "uefi":
+        if not esp:
+            raise LabError("boot_mode uefi needs the image's ESP (esp.img)")
+        ovmf_code, ovmf_vars = find_ovmf(ovmf_code, ovmf_vars)
+    if not 64 <= int(memory) <= 65536:
+        raise LabError("memory is in MiB, between 64 and 65536")
+    return {
+        # Bump LAB_FORMAT when qemu_argv changes, so running VMs are restarted with it.
+        "format": LAB_FORMAT,
+        "name": name,
+        "lab_dir": os.path.expanduser(lab_dir),
+        "root": root,
+        "kernel": kernel if boot_mode == "direct" else None,
+        "initrd": initrd if boot_mode == "direct" else None,
+        "esp": esp if boot_mode == "uefi" else None,
+        "boot_mode": boot_mode,
+        "accel": accel,
+        "memory": int(memory),
+        "smp": int(smp),
+        "mgmt_mac": mac_for(name, "eth0"),
+        "nics": normalize_nics(name, nics, mac),
+        "append": append or "",
+        "ovmf_code": ovmf_code if boot_mode == "uefi" else None,
+        "ovmf_vars": ovmf_vars if boot_mode == "uefi" else None,
+        "machine": machine,
+    }
+
+
+def definition_hash(vm):
+    canon = json.dumps(vm, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def kernel_cmdline(vm):
+    # systemd.hostname gives each VM its name although they share one image.
+    parts = [BASE_CMDLINE, "systemd.hostname={}".format(vm["name"]), vm.get("append") or ""]
+    return " ".join(p for p in parts if p).strip()
+
+
+def accel_args(accel):
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    if accel == "tcg":
+        # tb-size caps the translation cache (default 1 GiB): RSS per VM stays near its RAM.
+        return ["-accel", "tcg,thread=multi,tb-size=256"]
+    raise LabError("accel must be resolved to kvm or tcg before building the command line")
+
+
+def qemu_argv(vm, ssh_port, accel):
+    """The full QEMU command line of a VM (daemonized, everything in its lab dir)."""
+    p = vm_paths(vm["lab_dir"], vm["name"])
+    argv = [
+        QEMU,
+        "-name",
+        "{},process=n3x-{}".format(vm["name"], vm["name"]),
+        "-machine",
+        vm["machine"],
+    ]
+    argv += accel_args(accel)
+    argv += [
+        "-m",
+        str(vm["memory"]),
+        "-smp",
+        str(vm["smp"]),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-daemonize",
+        "-pidfile",
+        p["pid"],
+        "-qmp",
+        "unix:{},server=on,wait=off".format(p["qmp"]),
+        "-serial",
+        "file:{}".format(p["serial"]),
+        # cache=unsafe: lab disks are throwaway overlays; skipping flushes saves boot time.
+        "-drive",
+        "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file={}".format(p["overlay"]),
+        "-device",
+        "virtio-blk-pci,drive=root,addr=0x{:x}{}".format(DISK_SLOT, ",bootindex=1" if vm["boot_mode"] == "uefi" else ""),
+        "-device",
+        "virtio-rng-pci",
+    ]
+    if vm["boot_mode"] == "direct":
+        argv += ["-kernel", vm["kernel"], "-initrd", vm["initrd"], "-append", kernel_cmdline(vm)]
+    else:
+        argv += [
+            "-drive",
+            "if=pflash,format=raw,unit=0,readonly=on,file={}".format(vm["ovmf_code"]),
+            "-drive",
+            "if=pflash,format=raw,unit=1,file={}".format(p["vars"]),
+            "-drive",
+            "if=none,id=esp,format=raw,cache=unsafe,file={}".format(p["esp"]),
+            "-device",
+            f"virtio-blk-pci,drive=esp,addr=0x{ESP_SLOT:x},bootindex=0",
+        ]
+    # eth0: management, user-mode networking with SSH forwarded on loopback only.
+    argv += [
+        "-netdev",
+        f"user,id=net-eth0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device",
+        "virtio-net-pci,netdev=net-eth0,id=eth0,mac={},addr=0x{:x}".format(vm["mgmt_mac"], NIC_SLOT_BASE),
+    ]
+    for index, nic in enumerate(vm["nics"], start=1):
+        group, port = segment_endpoint(vm["lab_dir"], nic["segment"])
+        argv += [
+            "-netdev",
+            f"socket,id=net-{nic['name']},mcast={group}:{port},localaddr=127.0.0.1",
+            "-device",
+            "virtio-net-pci,netdev=net-{},id={},mac={},addr=0x{:x}".format(nic["name"], nic["name"], nic["mac"], NIC_SLOT_BASE + index),
+        ]
+    return argv
+
+
+# ---------------------------------------------------------------- KVM probe ---------
+
+
+def host_boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def probe_kvm(kernel, cache_file, timeout=10.0):
+    """(usable: bool, reason) for KVM, from a real short boot; cached per host boot.
+
+    /dev/kvm existing proves nothing (seen: ioctls answer, guests never run), so the
+    image's kernel is booted under KVM and must print its banner within timeout.
+    """
+    boot_id = host_boot_id()
+    try:
+        with open(cache_file) as fh:
+            cached = json.load(fh)
+        if cached.get("boot_id") == boot_id:
+            return cached["usable"], cached["reason"] + " (cached for this host boot)"
+    except (OSError, ValueError, KeyError):
+        pass
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        usable, reason = False, "/dev/kvm missing or not accessible"
+    else:
+        usable, reason = _kvm_boot(kernel, timeout)
+    os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
+    with open(cache_file, "w") as fh:
+        json.dump({"boot_id": boot_id, "usable": usable, "reason": reason}, fh)
+    return usable, reason
+
+
+def _kvm_boot(kernel, timeout):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="n3x-kvm-probe-") as tmp:
+        serial = os.path.join(tmp, "serial.log")
+        argv = [
+            QEMU,
+            *accel_args("kvm"),
+            "-m",
+            "256",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            f"file:{serial}",
+            "-kernel",
+            kernel,
+            "-append",
+            "console=ttyS0 panic=-1",
+        ]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + timeout
+        try:
+            while time.time() < deadline:
+                if proc.poll() is not None:
+                    break
+                try:
+                    with open(serial, "rb") as fh:
+                        if b"Linux version" in fh.read():
+                            return True, "KVM guest printed its kernel banner"
+                except OSError:
+                    pass
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            err = proc.communicate()[1].decode(errors="replace").strip()
+        try:
+            with open(serial, "rb") as fh:
+                if b"Linux version" in fh.read():
+                    return True, "KVM guest printed its kernel banner"
+        except OSError:
+            pass
+        if proc.returncode not in (None, 0, -9) and err:
+            return False, f"KVM boot failed: {err.splitlines()[-1]}"
+        return False, f"KVM guest printed nothing within {timeout:.0f} s"
+
+
+def resolve_accel(requested, kernel, cache_file, timeout=10.0):
+    """(accel, reason): kvm or tcg for the requested auto|kvm|tcg."""
+    if requested == "tcg":
+        return "tcg", "requested"
+    require_tools([QEMU])  # the probe boots QEMU itself
+    usable, reason = probe_kvm(kernel, cache_file, timeout) if kernel else (False, "no kernel to probe with")
+    if usable:
+        return "kvm", reason
+    if requested == "kvm":
+        raise LabError(f"accel kvm requested but KVM is not usable: {reason}")
+    return "tcg", reason
+
+
+# ---------------------------------------------------------------- lifecycle ---------
+
+
+def read_state(paths):
+    try:
+        with open(paths["state"]) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(paths, state):
+    tmp = paths["state"] + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh, indent=1, sort_keys=True)
+    os.replace(tmp, paths["state"])
+
+
+def running_pid(paths):
+    """PID of this VM's live QEMU, or None; removes a stale pidfile."""
+    try:
+        with open(paths["pid"]) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read().split(b"\0")
+    except OSError:
+        cmdline = []
+    # A recycled PID belongs to some other process: only trust our own pidfile argument.
+    if paths["pid"].encode() in cmdline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return None
+        except OSError:
+            return None
+        return pid
+    with contextlib.suppress(OSError):
+        os.unlink(paths["pid"])
+    return None
+
+
+def _wait_gone(pid, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def stop(paths):
+    """Stop the VM's QEMU if it runs. Returns True when a process was stopped."""
+    pid = running_pid(paths)
+    if pid is None:
+        _remove(paths, ("pid", "qmp"))
+        return False
+    os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid, 10):
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 5)
+    _remove(paths, ("pid", "qmp"))
+    return True
+
+
+def _remove(paths, keys):
+    for key in keys:
+        with contextlib.suppress(OSError):
+            os.unlink(paths[key])
+
+
+def remove(paths):
+    """Stop the VM and delete all of its files. Returns True when anything existed."""
+    stopped = stop(paths)
+    existed = [k for k in ("overlay", "esp", "vars", "serial", "state") if os.path.exists(paths[k])]
+    _remove(paths, ("overlay", "esp", "vars", "serial", "state", "pid", "qmp"))
+    return stopped or bool(existed)
+
+
+def _qemu_img_overlay(base, overlay):
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", os.path.abspath(base), overlay],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _prepare_disks(vm, paths, state):
+    """Create missing overlays; recreate them when the base image changed."""
+    same_base = state.get("root") == vm["root"] and state.get("esp") == vm["esp"]
+    if not same_base:
+        _remove(paths, ("overlay", "esp", "vars"))
+    if not os.path.exists(paths["overlay"]):
+        _qemu_img_overlay(vm["root"], paths["overlay"])
+    if vm["boot_mode"] == "uefi":
+        if not os.path.exists(paths["esp"]):
+            # A copy per VM (small): systemd-boot writes its random seed there, and the
+            # boot entry carries this VM's kernel command line (hostname, extra args).
+            shutil.copyfile(vm["esp"], paths["esp"])
+        write_boot_entry(vm, paths)
+        if not os.path.exists(paths["vars"]):
+            shutil.copyfile(vm["ovmf_vars"], paths["vars"])
+            os.chmod(paths["vars"], 0o600)
+
+
+def write_boot_entry(vm, paths):
+    """(Re)write the systemd-boot entry on the VM's ESP copy with its kernel command line."""
+    require_tools(["mcopy"])
+    entry = paths["esp"] + ".entry.conf"
+    with open(entry, "w") as fh:
+        fh.write(f"title n3x lab {vm['name']}\nlinux /vmlinuz\ninitrd /initrd.img\noptions {kernel_cmdline(vm)}\n")
+    try:
+        subprocess.run(["mcopy", "-o", "-i", paths["esp"], entry, "::/loader/entries/n3x.conf"], check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        raise LabError(f"cannot write the boot entry on {paths['esp']}: {exc.stderr.decode(errors='replace').strip()}") from exc
+    finally:
+        os.unlink(entry)
+
+
+def serial_tail(paths, lines=15):
+    try:
+        with open(paths["serial"], "rb") as fh:
+            return fh.read()[-4000:].decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def start(vm, accel, ssh_port=None, attempts=3):
+    """Start the VM (must not be running). Returns the new state dict."""
+    require_tools([QEMU, "qemu-img"])
+    for key in ("root", "kernel", "initrd", "esp"):
+        if vm.get(key) and not os.path.isfile(vm[key]):
+            raise LabError("{} of {} not found: {} (build the image with the lab_image role)".format(key, vm["name"], vm[key]))
+    paths = vm_paths(vm["lab_dir"], vm["name"])
+    os.makedirs(paths["dir"], exist_ok=True)
+    state = read_state(paths)
+    _prepare_disks(vm, paths, state)
+    port = ssh_port or state.get("ssh_port")
+    last_err = ""
+    for _ in range(attempts):
+        if not port or not port_free(port):
+            port = free_port()
+        argv = qemu_argv(vm, port, accel)
+        _remove(paths, ("pid", "qmp", "serial"))
+        started = time.time()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if proc.returncode == 0:
+            pid = running_pid(paths)
+            if pid is None:
+                raise LabError("QEMU of {} exited right after start; serial log: {}".format(vm["name"], serial_tail(paths)))
+            new_state = {
+                "name": vm["name"],
+                "definition": definition_hash(vm),
+                "argv": argv,
+                "accel": accel,
+                "ssh_port": port,
+                "pid": pid,
+                "root": vm["root"],
+                "esp": vm["esp"],
+                "started_at": started,
+            }
+            write_state(paths, new_state)
+            return new_state
+        # -daemonize: a failed start leaves no child behind, but clean up if it did.
+        stop(paths)
+        last_err = (proc.stderr or proc.stdout).strip()
+        if "hostfwd" in last_err or "Could not set up host forwarding" in last_err:
+            port = None  # someone took the port between the check and QEMU's bind
+            continue
+        break
+    raise LabError("QEMU failed to start {}: {}".format(vm["name"], last_err))
+
+
+def status(vm):
+    """(running pid or None, same definition as vm: bool, state)."""
+    paths = vm_paths(vm["lab_dir"], vm["name"])
+    state = read_state(paths)
+    pid = running_pid(paths)
+    return pid, state.get("definition") == definition_hash(vm), state
+
+
+def wait_ssh(port, timeout=120.0, host="127.0.0.1"):
+    """Seconds until an SSH banner is read on host:port; raises LabError on timeout.
+
+    A TCP connect alone proves nothing: QEMU's user-mode forwarder accepts connections
+    before the guest listens, then closes them.
+    """
+    start_t = time.time()
+    deadline = start_t + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2) as sock:
+                sock.settimeout(3)
+                if sock.recv(64).startswith(b"SSH-"):
+                    return time.time() - start_t
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise LabError(f"no SSH banner on {host}:{port} within {timeout:.0f} s")
+
+
+# ---------------------------------------------------------------- QMP ---------------
+
+
+def qmp_command(qmp_path, command, arguments=None, timeout=5.0):
+    """Run one QMP command over the VM's unix socket (plain JSON, no extra library)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(qmp_path)
+        reader = sock.makefile("rb")
+
+        def recv():
+            while True:
+                line = reader.readline()
+                if not line:
+                    raise LabError("QMP connection closed by QEMU")
+                msg = json.loads(line)
+                if "event" not in msg:
+                    return msg
+
+        recv()  # greeting
+        sock.sendall(json.dumps({"execute": "qmp_capabilities"}).encode() + b"\n")
+        recv()
+        req = {"execute": command}
+        if arguments:
+            req["arguments"] = arguments
+        sock.sendall(json.dumps(req).encode() + b"\n")
+        reply = recv()
+        if "error" in reply:
+            raise LabError("QMP {} failed: {}".format(command, reply["error"].get("desc", reply["error"])))
+        return reply.get("return")
+    except OSError as exc:
+        raise LabError(f"QMP socket {qmp_path}: {exc}") from exc
+    finally:
+        sock.close()
+
+
+def vm_nics(state):
+    """NIC names (eth0, eth1...) of a started VM, from its recorded command line."""
+    return [m.group(1) for arg in state.get("argv", []) for m in [re.match(r"virtio-net-pci,netdev=[^,]+,id=([^,]+),", arg)] if m]
+
+
+def link_state(paths, nic):
+    """Recorded link state of a NIC (QEMU cannot report it: `info network` does not
+    show set_link's effect). A fresh start has every link up."""
+    state = read_state(paths)
+    if nic not in vm_nics(state):
+        raise LabError("VM {} has no NIC {} (it has {})".format(state.get("name", "?"), nic, ", ".join(vm_nics(state))))
+    return state.get("links", {}).get(nic, True)
+
+
+def set_link(paths, nic, up):
+    """Take a NIC's link (carrier) up or down: a cable pull. Returns True if changed."""
+    if link_state(paths, nic) == bool(up):
+        return False
+    qmp_command(paths["qmp"], "set_link", {"name": nic, "up": bool(up)})
+    state = read_state(paths)
+    state.setdefault("links", {})[nic] = bool(up)
+    write_state(paths, state)
+    return True

@@ -1,0 +1,136 @@
+"""Lab image cache keys, package lists, the mmdebstrap command line and the lab initrd."""
+
+import pytest
+
+from ansible_collections.n3x.cluster.plugins.module_utils import n3x_lab_image as img
+
+BASE = ["systemd", "openssh-server", "linux-image-cloud-amd64"]
+GROUPS = {"debug": ["less", "vim-tiny"], "test": ["tcpdump", "python3"]}
+
+
+def spec(**kw):
+    args = {"packages": img.flatten_packages(BASE, GROUPS), "ssh_pubkey": "ssh-ed25519 AAAA lab"}
+    args.update(kw)
+    return img.image_spec(**args)
+
+
+def test_cache_key_is_stable_and_order_independent():
+    a = img.cache_key(spec())
+    assert a == img.cache_key(spec(packages=list(reversed(img.flatten_packages(BASE, GROUPS)))))
+    assert len(a) == 64
+    assert int(a, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"packages": ["systemd"]},
+        {"ssh_pubkey": "ssh-ed25519 BBBB other"},
+        {"role_version": "9"},
+        {"suite": "trixie"},
+        {"masked_units": []},
+        {"size": "8G"},
+        {"uefi_cmdline": "root=/dev/vda"},
+        {"extra_files": {"/etc/motd": {"content": "hi", "mode": "0644"}}},
+    ],
+)
+def test_cache_key_changes_with_every_input(change):
+    assert img.cache_key(spec(**change)) != img.cache_key(spec())
+
+
+def test_flatten_packages_selects_groups():
+    assert img.flatten_packages(BASE, GROUPS, ["debug"]) == sorted([*BASE, "less", "vim-tiny"])
+    with pytest.raises(img.ImageError, match="unknown package groups: nope"):
+        img.flatten_packages(BASE, GROUPS, ["nope"])
+
+
+def test_mmdebstrap_command_line():
+    s = spec()
+    argv = img.mmdebstrap_argv(s, "/srv/tree")
+    assert argv[0] == "mmdebstrap"
+    assert argv[-3:] == ["bookworm", "/srv/tree", img.DEFAULT_MIRROR]
+    assert "--variant=apt" in argv
+    assert "--format=directory" in argv
+    include = next(a for a in argv if a.startswith("--include="))
+    pkgs = include.split("=", 1)[1].split(",")
+    assert set(BASE) <= set(pkgs)
+    assert "busybox-static" in pkgs
+    assert any(a.startswith("--setup-hook=") and "MODULES=list" in a for a in argv)
+
+
+def test_uefi_adds_systemd_boot():
+    assert "systemd-boot-efi" not in spec()["packages"]
+    assert "systemd-boot-efi" in spec(uefi_cmdline="root=/dev/vda")["packages"]
+
+
+def test_image_is_trimmed_for_boot_speed_and_uses_networkd():
+    s = spec()
+    for unit in ("networking.service", "e2scrub_reap.service", "apt-daily.timer", "apt-daily-upgrade.timer"):
+        assert unit in s["masked_units"]
+    assert "systemd-networkd.service" in s["enabled_units"]
+    assert s["files"]["/root/.ssh/authorized_keys"] == ["0600", "ssh-ed25519 AAAA lab\n"]
+
+
+def test_verify_packages_names_the_missing_ones_per_group():
+    installed = {"systemd": "252", "openssh-server": "9", "linux-image-cloud-amd64": "6.1", "less": "1"}
+    missing = img.verify_packages(installed, GROUPS, BASE)
+    assert missing == {"debug": ["vim-tiny"], "test": ["python3", "tcpdump"]}
+    assert img.verify_packages(dict.fromkeys([*BASE, "less", "vim-tiny", "tcpdump", "python3"], "1"), GROUPS, BASE) == {}
+
+
+def test_missing_mmdebstrap_names_the_debian_package(monkeypatch):
+    monkeypatch.setattr(img.shutil, "which", lambda _name: None)
+    with pytest.raises(img.ImageError, match="apt-get install e2fsprogs mmdebstrap"):
+        img.require_tools(["mmdebstrap", "mkfs.ext4"])
+
+
+def test_lookup_needs_a_complete_image(tmp_path):
+    key = "k" * 64
+    paths = img.image_paths(str(tmp_path), key)
+    assert img.lookup(str(tmp_path), key) is None
+    (tmp_path / key).mkdir()
+    for name in ("root", "kernel", "initrd", "lab_initrd"):
+        with open(paths[name], "w") as fh:
+            fh.write("x")
+    assert img.lookup(str(tmp_path), key) is None
+    with open(paths["manifest"], "w") as fh:
+        fh.write(f'{{"key": "{key}"}}')
+    assert img.lookup(str(tmp_path), key) == {"key": key}
+
+
+# The backslash-newline joins the virtio_pci line, as one line in a real modules.dep.
+DEP = """kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko \
+kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+"""
+
+
+def test_module_load_order_puts_dependencies_first():
+    order = [m.rsplit("/", 1)[1] for m in img.module_load_order(DEP, ["virtio_pci", "virtio_blk"])]
+    assert order == [
+        "virtio.ko",
+        "virtio_ring.ko",
+        "virtio_pci_modern_dev.ko",
+        "virtio_pci_legacy_dev.ko",
+        "virtio_pci.ko",
+        "virtio_blk.ko",
+    ]
+    with pytest.raises(img.ImageError, match="nope"):
+        img.module_load_order(DEP, ["nope"])
+
+
+def test_cpio_newc_layout():
+    data = img.cpio_newc([("init", 0o100755, b"#!/bin/sh\n", 0, 0), ("dev/console", 0o20600, b"", 5, 1)])
+    assert data.startswith(b"070701")
+    assert len(data) % 4 == 0
+    assert b"init\0" in data
+    assert b"TRAILER!!!\0" in data
+    # The console node carries its device numbers (rdevmajor 5, rdevminor 1).
+    second = data.index(b"070701", 6)
+    fields = data[second + 6 : second + 6 + 13 * 8]
+    assert int(fields[9 * 8 : 10 * 8], 16) == 5
+    assert int(fields[10 * 8 : 11 * 8], 16) == 1

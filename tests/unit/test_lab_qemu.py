@@ -1,0 +1,230 @@
+"""QEMU command lines, MACs, ports and lab segments of the lab VMs (pure functions only)."""
+
+import socket
+
+import pytest
+
+from ansible_collections.n3x.cluster.plugins.module_utils import n3x_lab as lab
+
+
+def direct_vm(tmp_path, nics=("eth1",), mac=None, **kw):
+    return lab.vm_definition(
+        "server-1",
+        str(tmp_path / "lab"),
+        "/img/root.img",
+        kernel="/img/vmlinuz",
+        initrd="/img/initrd-lab.img",
+        nics=list(nics),
+        mac=mac,
+        **kw,
+    )
+
+
+def opt_values(argv, opt):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == opt]
+
+
+def test_direct_boot_command_line(tmp_path):
+    vm = direct_vm(tmp_path)
+    argv = lab.qemu_argv(vm, 2222, "tcg")
+    assert argv[0] == "qemu-system-x86_64"
+    assert opt_values(argv, "-kernel") == ["/img/vmlinuz"]
+    assert opt_values(argv, "-initrd") == ["/img/initrd-lab.img"]
+    append = opt_values(argv, "-append")[0]
+    assert "net.ifnames=0" in append.split()
+    assert "console=ttyS0" in append.split()
+    assert "systemd.hostname=server-1" in append.split()
+    assert opt_values(argv, "-accel") == ["tcg,thread=multi,tb-size=256"]
+    assert opt_values(argv, "-m") == ["512"]
+    assert "-daemonize" in argv
+    lab_dir = str(tmp_path / "lab")
+    assert opt_values(argv, "-pidfile") == [f"{lab_dir}/server-1.pid"]
+    assert opt_values(argv, "-qmp") == [f"unix:{lab_dir}/server-1.qmp,server=on,wait=off"]
+    assert opt_values(argv, "-serial") == [f"file:{lab_dir}/server-1.serial.log"]
+    assert not any("pflash" in a for a in argv)
+
+
+def test_management_nic_forwards_ssh_on_loopback_only(tmp_path):
+    argv = lab.qemu_argv(direct_vm(tmp_path), 40022, "tcg")
+    netdevs = opt_values(argv, "-netdev")
+    assert netdevs[0] == "user,id=net-eth0,hostfwd=tcp:127.0.0.1:40022-:22"
+
+
+def test_uefi_boot_uses_ovmf_and_the_esp(tmp_path):
+    code = tmp_path / "OVMF_CODE.fd"
+    varst = tmp_path / "OVMF_VARS.fd"
+    code.write_bytes(b"x")
+    varst.write_bytes(b"y")
+    vm = lab.vm_definition(
+        "agent-1",
+        str(tmp_path / "lab"),
+        "/img/root.img",
+        esp="/img/esp.img",
+        boot_mode="uefi",
+        ovmf_code=str(code),
+        ovmf_vars=str(varst),
+    )
+    argv = lab.qemu_argv(vm, 2222, "kvm")
+    assert "-kernel" not in argv
+    assert "-append" not in argv
+    drives = opt_values(argv, "-drive")
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in drives
+    assert any(d.startswith("if=pflash,format=raw,unit=1,file=") and d.endswith("agent-1.vars.fd") for d in drives)
+    assert any("id=esp,format=raw" in d and d.endswith("agent-1.esp.img") for d in drives)
+    devices = opt_values(argv, "-device")
+    assert any("drive=esp" in d and "bootindex=0" in d for d in devices)
+    assert opt_values(argv, "-accel") == ["kvm"]
+    assert opt_values(argv, "-cpu") == ["host"]
+
+
+def test_uefi_without_ovmf_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "OVMF_CODE_CANDIDATES", [str(tmp_path / "missing.fd")])
+    with pytest.raises(lab.LabError, match="apt-get install ovmf"):
+        lab.vm_definition("s", str(tmp_path), "/r", esp="/e", boot_mode="uefi")
+
+
+def test_direct_boot_needs_kernel_and_initrd(tmp_path):
+    with pytest.raises(lab.LabError, match="kernel and initrd"):
+        lab.vm_definition("s", str(tmp_path), "/r", boot_mode="direct")
+
+
+def test_accel_must_be_resolved_before_the_command_line(tmp_path):
+    with pytest.raises(lab.LabError, match="resolved"):
+        lab.qemu_argv(direct_vm(tmp_path), 2222, "auto")
+
+
+def test_bond_members_share_one_segment_in_pci_order(tmp_path):
+    vm = direct_vm(tmp_path, nics=["eth2", "eth1"])
+    argv = lab.qemu_argv(vm, 2222, "tcg")
+    netdevs = opt_values(argv, "-netdev")
+    devices = [d for d in opt_values(argv, "-device") if d.startswith("virtio-net-pci")]
+    assert [d.split(",id=")[1].split(",")[0] for d in devices] == ["eth0", "eth1", "eth2"]
+    slots = [int(d.split("addr=")[1], 16) for d in devices]
+    assert slots == sorted(slots)
+    mcast = [n.split("mcast=")[1].split(",")[0] for n in netdevs[1:]]
+    assert len(mcast) == 2
+    assert mcast[0] == mcast[1]
+    assert all(n.endswith("localaddr=127.0.0.1") for n in netdevs[1:])
+
+
+def test_segments_differ_by_name_and_lab(tmp_path):
+    a = lab.segment_endpoint(str(tmp_path / "a"), "lab")
+    assert a == lab.segment_endpoint(str(tmp_path / "a"), "lab")
+    assert a != lab.segment_endpoint(str(tmp_path / "a"), "storage")
+    assert a != lab.segment_endpoint(str(tmp_path / "b"), "lab")
+    group, port = a
+    octets = [int(o) for o in group.split(".")]
+    assert octets[0] == 230
+    assert 1 <= octets[3] <= 254
+    assert 20000 <= port < 40000
+
+
+def test_explicit_segments_are_separate_hubs(tmp_path):
+    vm = direct_vm(tmp_path, nics=[{"name": "eth1", "segment": "a"}, {"name": "eth2", "segment": "b"}])
+    netdevs = opt_values(lab.qemu_argv(vm, 2222, "tcg"), "-netdev")
+    assert netdevs[1].split("mcast=")[1] != netdevs[2].split("mcast=")[1]
+
+
+def test_nic_names_must_be_contiguous(tmp_path):
+    with pytest.raises(lab.LabError, match="must be"):
+        direct_vm(tmp_path, nics=["eth2"])
+    with pytest.raises(lab.LabError, match="eth1, eth2"):
+        direct_vm(tmp_path, nics=["bond0"])
+
+
+def test_given_mac_goes_to_the_first_lab_nic(tmp_path):
+    vm = direct_vm(tmp_path, nics=["eth1", "eth2"], mac="52:54:00:01:01:01")
+    assert vm["nics"][0]["mac"] == "52:54:00:01:01:01"
+    assert vm["nics"][1]["mac"] == lab.mac_for("server-1", "eth2")
+    argv = lab.qemu_argv(vm, 2222, "tcg")
+    assert any("mac=52:54:00:01:01:01" in d for d in opt_values(argv, "-device"))
+
+
+def test_macs_are_deterministic_unicast_and_distinct():
+    mac = lab.mac_for("server-1", "eth1")
+    assert mac == lab.mac_for("server-1", "eth1")
+    assert mac.startswith("52:54:00:")
+    assert mac != lab.mac_for("server-2", "eth1")
+    assert mac != lab.mac_for("server-1", "eth2")
+    assert lab.normalize_mac(mac) == mac
+
+
+@pytest.mark.parametrize("bad", ["52:54:00:01:01", "zz:54:00:01:01:01", "01:00:5e:00:00:01"])
+def test_bad_macs_are_refused(bad):
+    with pytest.raises(lab.LabError):
+        lab.normalize_mac(bad)
+
+
+def test_normalize_mac_accepts_upper_case_and_dashes():
+    assert lab.normalize_mac("52-54-00-AB-CD-EF") == "52:54:00:ab:cd:ef"
+
+
+def test_allocate_macs_covers_every_nic_uniquely():
+    layout = {f"node-{i}": ["eth1", "eth2"] for i in range(40)}
+    macs = lab.allocate_macs(layout, {"node-3": "52:54:00:01:01:03"})
+    assert macs["node-3"]["eth1"] == "52:54:00:01:01:03"
+    flat = [m for nics in macs.values() for m in nics.values()]
+    assert len(flat) == 40 * 3
+    assert len(set(flat)) == len(flat)
+
+
+def test_allocate_macs_refuses_a_given_duplicate():
+    with pytest.raises(lab.LabError, match="also used"):
+        lab.allocate_macs({"a": ["eth1"], "b": ["eth1"]}, {"a": "52:54:00:00:00:01", "b": "52:54:00:00:00:01"})
+
+
+def test_free_port_is_bindable_and_port_free_sees_listeners():
+    port = lab.free_port()
+    assert lab.port_free(port)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        assert not lab.port_free(port)
+        assert lab.free_port(avoid={port}) != port
+
+
+def test_definition_hash_tracks_the_definition(tmp_path):
+    a = direct_vm(tmp_path)
+    assert lab.definition_hash(a) == lab.definition_hash(direct_vm(tmp_path))
+    assert lab.definition_hash(a) != lab.definition_hash(direct_vm(tmp_path, memory=768))
+    assert lab.definition_hash(a) != lab.definition_hash(direct_vm(tmp_path, nics=["eth1", "eth2"]))
+
+
+def test_memory_is_checked(tmp_path):
+    with pytest.raises(lab.LabError, match="MiB"):
+        direct_vm(tmp_path, memory=1)
+
+
+def test_stale_pidfile_is_removed(tmp_path):
+    paths = lab.vm_paths(str(tmp_path), "gone")
+    # PID 1 exists but is not this VM's QEMU: the pidfile is stale.
+    (tmp_path / "gone.pid").write_text("1\n")
+    assert lab.running_pid(paths) is None
+    assert not (tmp_path / "gone.pid").exists()
+
+
+def test_missing_qemu_names_the_debian_package(monkeypatch):
+    monkeypatch.setattr(lab.shutil, "which", lambda _name: None)
+    with pytest.raises(lab.LabError, match=r"qemu-system-x86 qemu-utils"):
+        lab.require_tools([lab.QEMU, "qemu-img"])
+
+
+def test_vm_nics_reads_the_recorded_command_line(tmp_path):
+    argv = lab.qemu_argv(direct_vm(tmp_path, nics=["eth1", "eth2"]), 2222, "tcg")
+    assert lab.vm_nics({"argv": argv}) == ["eth0", "eth1", "eth2"]
+
+
+def test_kvm_probe_result_is_cached_per_host_boot(tmp_path, monkeypatch):
+    cache = tmp_path / "probe.json"
+    calls = []
+    monkeypatch.setattr(lab.os, "access", lambda *_a: True)
+    monkeypatch.setattr(lab, "require_tools", lambda _tools: None)
+    monkeypatch.setattr(lab, "_kvm_boot", lambda kernel, timeout: calls.append(kernel) or (False, "no banner"))
+    assert lab.resolve_accel("auto", "/k", str(cache)) == ("tcg", "no banner")
+    accel, reason = lab.resolve_accel("auto", "/k", str(cache))
+    assert accel == "tcg"
+    assert "cached" in reason
+    assert calls == ["/k"]
+    with pytest.raises(lab.LabError, match="not usable"):
+        lab.resolve_accel("kvm", "/k", str(cache))
+    assert lab.resolve_accel("tcg", "/k", str(cache)) == ("tcg", "requested")
