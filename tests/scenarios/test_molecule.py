@@ -19,6 +19,8 @@ SCENARIOS = [
     "l1-vm-boot",
     "l2-two-vm-network",
     "l2-simple",
+    "l2-vlans",
+    "l2-bonding-vlans",
 ]
 NEEDS_K3S = set()
 
