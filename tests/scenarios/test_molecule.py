@@ -21,6 +21,7 @@ SCENARIOS = [
     "l2-simple",
     "l2-vlans",
     "l2-bonding-vlans",
+    "l2-dhcp-simple",
 ]
 NEEDS_K3S = set()
 
