@@ -22,6 +22,7 @@ SCENARIOS = [
     "l2-vlans",
     "l2-bonding-vlans",
     "l2-dhcp-simple",
+    "bond-failover",
 ]
 NEEDS_K3S = set()
 
