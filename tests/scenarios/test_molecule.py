@@ -23,6 +23,7 @@ SCENARIOS = [
     "l2-bonding-vlans",
     "l2-dhcp-simple",
     "bond-failover",
+    "vlan-negative",
 ]
 NEEDS_K3S = set()
 
