@@ -24,6 +24,7 @@ SCENARIOS = [
     "l2-dhcp-simple",
     "bond-failover",
     "vlan-negative",
+    "network-constraints",
 ]
 NEEDS_K3S = set()
 

@@ -70,6 +70,7 @@ def test_latency_rises_with_netem_delay(host, link):
     baseline = rtt_ms(host, address)
     tc(host, f"qdisc add dev {interface} root netem delay 50ms 10ms distribution normal")
     delayed = rtt_ms(host, address, count=30)
+    print(f"netem delay 50ms 10ms: RTT {baseline:.1f} -> {delayed:.1f} ms")
     assert delayed - baseline >= 30, f"RTT {baseline:.1f} ms -> {delayed:.1f} ms with 50 ms netem delay"
 
 
@@ -77,6 +78,7 @@ def test_loss_matches_netem_rate(host, link):
     interface, address, _peer = link
     tc(host, f"qdisc add dev {interface} root netem loss {LOSS_RATE * 100:g}%")
     measured = loss_fraction(host, address, LOSS_PROBES)
+    print(f"netem loss {LOSS_RATE:.0%}: measured {measured:.1%} over {LOSS_PROBES} probes")
     sigma = math.sqrt(LOSS_RATE * (1 - LOSS_RATE) / LOSS_PROBES)
     assert abs(measured - LOSS_RATE) <= 3 * sigma, f"loss {measured:.1%} over {LOSS_PROBES} probes, configured {LOSS_RATE:.0%}"
 
@@ -86,6 +88,7 @@ def test_tbf_bounds_throughput(host, link, host_of):
     unshaped = throughput_mbit(host, host_of(peer), address)
     tc(host, f"qdisc add dev {interface} root tbf rate 10mbit burst 32kbit latency 400ms")
     shaped = throughput_mbit(host, host_of(peer), address)
+    print(f"tbf 10mbit: {unshaped:.1f} -> {shaped:.1f} Mbit/s")
     assert shaped <= 11, f"{shaped:.1f} Mbit/s through a 10mbit tbf (unshaped {unshaped:.1f})"
     assert shaped >= 5, f"{shaped:.1f} Mbit/s: the tbf starves the link"
 
@@ -98,6 +101,7 @@ def test_htb_with_netem_child(host, link, host_of):
     tc(host, f"qdisc add dev {interface} parent 1:10 handle 10: netem delay 50ms")
     delayed = rtt_ms(host, address)
     shaped = throughput_mbit(host, host_of(peer), address, megabytes=2)
+    print(f"htb 10mbit + netem 50ms: RTT {baseline:.1f} -> {delayed:.1f} ms, {shaped:.1f} Mbit/s")
     assert delayed - baseline >= 40, f"RTT {baseline:.1f} -> {delayed:.1f} ms under htb+netem"
     assert shaped <= 11, f"{shaped:.1f} Mbit/s through a 10mbit htb class"
 
@@ -109,4 +113,5 @@ def test_latency_recovers_when_constraints_go(host, link):
     assert rtt_ms(host, address, count=10) >= baseline + 80
     tc(host, f"qdisc del dev {interface} root")
     recovered = rtt_ms(host, address)
+    print(f"after removing netem: RTT {recovered:.1f} ms (baseline {baseline:.1f})")
     assert recovered <= baseline + 10, f"RTT {recovered:.1f} ms after removing netem, baseline {baseline:.1f}"
