@@ -4,24 +4,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
-from ansible.plugins.action import ActionBase
-
 from ansible_collections.n3x.cluster.plugins.modules.network_profile import ARGUMENT_SPEC, run
+from ansible_collections.n3x.cluster.plugins.plugin_utils.controller_action import controller_action
 
 COLLECTION_PROFILES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))), "profiles")
 
-
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        _validation, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        outcome = run(params, COLLECTION_PROFILES)
-        for warning in outcome.pop("warnings", []):
-            self._display.warning(warning)
-        result.update(outcome)
-        return result
+ActionModule = controller_action(ARGUMENT_SPEC, functools.partial(run, default_profiles_dir=COLLECTION_PROFILES))

@@ -145,6 +145,7 @@ url:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_install import DEFAULT_DOWNLOAD_DIR, DEFAULT_VERSION, ArtifactError, resolve_source
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_module import exit_with
 
 ARGUMENT_SPEC = {
     "arch": {"type": "str", "required": True},
@@ -181,11 +182,7 @@ def run(params):
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     result = run(module.params)
-    if result.pop("failed", False):
-        module.fail_json(**result)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    module.exit_json(**result)
+    exit_with(module, result)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_module import exit_with
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, load_profile
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_render import plan_nodes
 
@@ -159,11 +160,7 @@ ARGUMENT_SPEC = {
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     result = run(module.params, os.path.join(os.getcwd(), "profiles"))
-    if result.pop("failed", False):
-        module.fail_json(**result)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    module.exit_json(**result)
+    exit_with(module, result)
 
 
 if __name__ == "__main__":
