@@ -83,13 +83,8 @@ options:
     description: Where the USB devices are listed in sysfs.
     type: path
     default: /sys/bus/usb/devices
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - n3x.cluster.attributes
 notes:
   - Takes 10 to 30 minutes per board. Flash one board at a time (C(playbooks/jetson-flash.yml) does).
 seealso:

@@ -39,13 +39,8 @@ options:
     description: Where the USB devices are listed in sysfs.
     type: path
     default: /sys/bus/usb/devices
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - n3x.cluster.attributes
 notes:
   - A board in recovery mode shows in C(lsusb) as C(ID 0955:7523 NVIDIA Corp. APX), for example.
     A booted Jetson shows other NVIDIA ids, which are reported as not in recovery mode.

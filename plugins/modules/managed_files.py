@@ -45,13 +45,8 @@ options:
     description: Remove stale n3x-generated files from the directories written to.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - n3x.cluster.attributes
 author:
   - n3x developers
 """

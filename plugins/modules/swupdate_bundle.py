@@ -97,13 +97,8 @@ options:
     description: Octal mode of the bundle file.
     type: str
     default: "0644"
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+extends_documentation_fragment:
+  - n3x.cluster.attributes
 requirements:
   - openssl on the host that runs the module (for signing).
 notes:
