@@ -363,19 +363,39 @@ def generate_signing_key(key, cert, common_name="n3x lab swupdate signing", days
 # --- installing ----------------------------------------------------------------------
 
 
-def install_outcome(output):
-    """'successful', 'failed' or 'unknown' from the log of one `swupdate -i` run.
+def install_outcome(output, returncode):
+    """'successful', 'failed' or 'interrupted' for one `swupdate -i` run (its log and exit code).
 
-    Debian's swupdate 2022.12 (-i, local file) races with itself as it finishes: measured
-    here, a successful install sometimes exits 1, and a refused bundle sometimes logs
-    "SWUpdate was successful !" (after its [ERROR] lines, exit code still non-zero). Any
-    [ERROR] line therefore means failed; otherwise a success line means successful.
+    swupdate 2022.12 (Debian bookworm) has a start-up race in `-i`: the client half streams
+    the bundle, then asks for the installer's status; when the installer thread has not yet
+    left IDLE (small bundles fit in the socket buffer), the client reads IDLE, logs "SWUpdate
+    was successful !", exits 1 and tears down the install it started (core/install_from_file.c
+    endupdate() with status IDLE, ipc_wait_for_complete() in ipc/network_ipc.c). That run
+    proves nothing either way, so it is 'interrupted' and is worth running again. A real
+    success exits 0 with the success line and no [ERROR]; anything else is 'failed'.
     """
-    if "[ERROR]" in output or "SWUpdate *failed*" in output:
-        return "failed"
-    if "SWUpdate was successful" in output or "SWUPDATE successful" in output:
+    succeeded_line = "SWUpdate was successful" in output
+    if returncode == 0 and succeeded_line and "[ERROR]" not in output:
         return "successful"
-    return "unknown"
+    if returncode != 0 and succeeded_line and "SWUpdate *failed*" not in output:
+        return "interrupted"
+    return "failed"
+
+
+def run_install(argv, attempts=5, timeout=900, env=None):
+    """Run `swupdate ... -i BUNDLE` until it is not interrupted by the start-up race.
+
+    Returns (outcome, log of the last run, number of runs). Every run is a complete, real
+    install: the image and bootloader variables are written again from the start.
+    """
+    runs = 0
+    while True:
+        runs += 1
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        output = result.stdout + result.stderr
+        outcome = install_outcome(output, result.returncode)
+        if outcome != "interrupted" or runs >= attempts:
+            return outcome, output, runs
 
 
 # --- bundle --------------------------------------------------------------------------

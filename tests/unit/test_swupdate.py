@@ -255,14 +255,41 @@ def test_unsigned_bundle_has_no_signature(tmp_path):
     assert result["signed"] is False
 
 
+SUCCESS_LINE = "[INFO ] : SWUPDATE running :  [endupdate] : SWUpdate was successful !"
+
+
 @pytest.mark.parametrize(
-    ("output", "outcome"),
+    ("output", "returncode", "outcome"),
     [
-        ("[INFO ] : SWUPDATE successful ! SWUPDATE successful !\n[INFO ] : SWUPDATE running :  [endupdate] : SWUpdate was successful !", "successful"),
-        ("[ERROR] : SWUPDATE failed [0] ERROR : HASH mismatch\n[INFO ] : SWUPDATE running :  [endupdate] : SWUpdate was successful !", "failed"),
-        ("[ERROR] : SWUPDATE failed [0] ERROR : SWUpdate *failed* !", "failed"),
-        ("SWUpdate v\n", "unknown"),
+        (f"[INFO ] : SWUPDATE successful ! SWUPDATE successful !\n{SUCCESS_LINE}", 0, "successful"),
+        # the client read IDLE before the installer started: nothing is proven
+        (f"{SUCCESS_LINE}\n[ERROR] : SWUPDATE failed [0] ERROR : /tmp/swu-x/sw-description.sig cannot be opened", 1, "interrupted"),
+        (f"{SUCCESS_LINE}\n", 1, "interrupted"),
+        ("[ERROR] : SWUPDATE failed [0] ERROR : HASH mismatch\n[ERROR] : SWUPDATE failed [0] ERROR : SWUpdate *failed* !", 1, "failed"),
+        ("[ERROR] : SWUPDATE failed [0] ERROR : SWUpdate *failed* !", 1, "failed"),
+        (f"[ERROR] : SWUPDATE failed [0] ERROR : HASH mismatch\n{SUCCESS_LINE}", 0, "failed"),
+        ("SWUpdate v\n", 1, "failed"),
+        ("SWUpdate v\n", 0, "failed"),
     ],
 )
-def test_install_outcome(output, outcome):
-    assert swu.install_outcome(output) == outcome
+def test_install_outcome(output, returncode, outcome):
+    assert swu.install_outcome(output, returncode) == outcome
+
+
+def test_run_install_runs_again_only_after_the_start_up_race(tmp_path):
+    counter = tmp_path / "runs"
+    script = tmp_path / "racing-swupdate"
+    # a shell stand-in for the race itself: interrupted twice, then a real outcome
+    script.write_text(
+        f"""#!/bin/sh
+n=$(cat {counter} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {counter}
+echo "{SUCCESS_LINE}"
+[ $n -ge 3 ] && exit 0
+exit 1
+"""
+    )
+    script.chmod(0o755)
+    assert swu.run_install([str(script)]) == ("successful", SUCCESS_LINE + "\n", 3)
+    counter.unlink()
+    outcome, _, runs = swu.run_install([str(script)], attempts=2)
+    assert (outcome, runs) == ("interrupted", 2)
