@@ -196,6 +196,8 @@ def overlay_files(ssh_pubkey, hostname="n3x-lab", extra_files=None):
         "/root/.ssh/authorized_keys": (0o600, ssh_pubkey.strip() + "\n"),
         # Empty machine-id: every VM (own overlay) gets its own one at first boot.
         "/etc/machine-id": (0o444, ""),
+        # Likewise the iSCSI initiator name: open-iscsi generates a unique one when it finds this.
+        "/etc/iscsi/initiatorname.iscsi": (0o600, "GenerateName=yes\n"),
     }
     for path, spec in (extra_files or {}).items():
         files[path] = (int(spec.get("mode", "0644"), 8), spec["content"])

@@ -160,7 +160,14 @@ def test_controller_phase_plans_every_node(tmp_path, ssh_spy):
 
 
 def test_playbooks_parse():
-    for playbook in ("playbooks/k3s.yml", "playbooks/reset.yml"):
+    for playbook in (
+        "playbooks/k3s.yml",
+        "playbooks/reset.yml",
+        "playbooks/cluster.yml",
+        "playbooks/k3s-prepare.yml",
+        "playbooks/storage.yml",
+        "molecule/shared/converge-k3s.yml",
+    ):
         result = run(["ansible-playbook", "--syntax-check", playbook])
         assert result.returncode == 0, result.stdout + result.stderr
 

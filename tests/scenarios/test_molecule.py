@@ -25,8 +25,16 @@ SCENARIOS = [
     "bond-failover",
     "vlan-negative",
     "network-constraints",
+    "k3s-prepare",
+    "l3-k3s-service",
+    *(f"l4-{profile}-{boot}" for profile in ("simple", "vlans", "bonding-vlans", "dhcp-simple") for boot in ("direct", "uefi")),
+    "k3s-storage",
+    "k3s-network",
 ]
-NEEDS_K3S = set()
+# Scenarios that converge with molecule/shared/converge-k3s.yml install a real k3s.
+NEEDS_K3S = {s for s in SCENARIOS if s.startswith(("l3-", "l4-")) or s in ("k3s-storage", "k3s-network")}
+# Not run here: `default` renders on the controller only (tests/integration covers it).
+NOT_RUN = {"default"}
 
 
 def k3s_source():
@@ -42,6 +50,17 @@ def k3s_source():
 
 def present(name):
     return (REPO / "molecule" / name / "molecule.yml").is_file()
+
+
+def test_every_scenario_is_run_or_named_unrun():
+    on_disk = {path.parent.name for path in (REPO / "molecule").glob("*/molecule.yml")}
+    assert on_disk - set(SCENARIOS) - NOT_RUN == set()
+    assert {s for s in SCENARIOS if not present(s)} == set()
+
+
+def test_k3s_scenarios_are_exactly_those_that_install_k3s():
+    installing = {path.parent.name for path in (REPO / "molecule").glob("*/molecule.yml") if "converge-k3s.yml" in path.read_text()}
+    assert installing == NEEDS_K3S
 
 
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if present(s)])

@@ -1,0 +1,8 @@
+"""Shared k3s fixtures (molecule/shared/k3s-tests/k3s_fixtures.py)."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "k3s-tests"))
+
+from k3s_fixtures import *  # noqa: F403
