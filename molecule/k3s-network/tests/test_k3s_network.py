@@ -1,6 +1,7 @@
 """Pod networking: CoreDNS resolves services, pods on two nodes reach each other over flannel,
 and flannel's VXLAN runs on the profile's cluster interface."""
 
+import ipaddress
 import json
 
 import pytest
@@ -48,11 +49,12 @@ def in_left(kubectl, command):
     return kubectl("exec", f"--namespace={NAMESPACE}", "left", "--", "sh", "-c", f"'{command}'", raw=True)
 
 
-def test_coredns_resolves_services(pods, kubectl):
+def test_coredns_resolves_services(pods, kubectl, profile):
     service_ip = kubectl("get", "service", "right", f"--namespace={NAMESPACE}")["spec"]["clusterIP"]
     answer = in_left(kubectl, f"nslookup right.{NAMESPACE}.svc.cluster.local")
     assert service_ip in answer, answer
-    assert "10.43.0.1" in in_left(kubectl, "nslookup kubernetes.default.svc.cluster.local")
+    kubernetes_ip = str(ipaddress.ip_network(profile["service_cidr"])[1])
+    assert kubernetes_ip in in_left(kubectl, "nslookup kubernetes.default.svc.cluster.local")
 
 
 def test_pods_on_two_nodes_reach_each_other(pods, kubectl):
@@ -62,8 +64,6 @@ def test_pods_on_two_nodes_reach_each_other(pods, kubectl):
 
 
 def test_pod_addresses_come_from_the_profile_cluster_cidr(pods, profile):
-    import ipaddress
-
     network = ipaddress.ip_network(profile["cluster_cidr"])
     for pod in pods.values():
         assert ipaddress.ip_address(pod["status"]["podIP"]) in network
