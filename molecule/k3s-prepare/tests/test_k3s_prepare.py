@@ -1,6 +1,7 @@
 """A node prepared for k3s and Longhorn-style storage, without a k3s binary."""
 
 import pytest
+import yaml
 
 
 def test_k3s_kernel_modules_loaded_and_persistent(host):
@@ -28,11 +29,17 @@ def test_k3s_core_packages_installed(host):
         assert host.package(package).is_installed, package
 
 
-def test_no_k3s_installed(host):
-    """prepared stops before the binary: nothing of k3s itself is on the node."""
+def test_config_written_but_no_k3s_installed(host, node, profile):
+    """prepared writes config.yaml from the profile and stops before the binary and the unit."""
+    config = host.file("/etc/rancher/k3s/config.yaml")
+    assert config.mode == 0o600
+    settings = yaml.safe_load(config.content_string)
+    assert settings["node-ip"] == profile["ip_addresses"][node]["cluster"]
+    assert settings["flannel-iface"] == "eth1"
     assert not host.file("/usr/local/bin/k3s").exists
-    assert not host.file("/etc/rancher/k3s/config.yaml").exists
     assert not host.file("/etc/systemd/system/k3s.service").exists
+    assert not host.file("/etc/systemd/system/k3s-agent.service").exists
+    assert not host.file("/etc/rancher/k3s/token").exists
 
 
 def test_storage_kernel_modules_loaded_and_persistent(host):
