@@ -45,7 +45,8 @@ OVMF_VARS_CANDIDATES = [
 ]
 
 LAB_FORMAT = 1
-BOOT_MODES = ("direct", "uefi")
+# disk: OVMF boots the bootloader on the image's own GPT disk (the A/B image's GRUB).
+BOOT_MODES = ("direct", "uefi", "disk")
 ACCELS = ("auto", "kvm", "tcg")
 DEFAULT_SEGMENT = "lab"
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -242,9 +243,9 @@ def vm_definition(
         raise LabError("accel must be one of {}".format(", ".join(ACCELS)))
     if boot_mode == "direct" and not (kernel and initrd):
         raise LabError("boot_mode direct needs kernel and initrd")
-    if boot_mode == "uefi":
-        if not esp:
-            raise LabError("boot_mode uefi needs the image's ESP (esp.img)")
+    if boot_mode == "uefi" and not esp:
+        raise LabError("boot_mode uefi needs the image's ESP (esp.img)")
+    if boot_mode in ("uefi", "disk"):
         ovmf_code, ovmf_vars = find_ovmf(ovmf_code, ovmf_vars)
     if not 64 <= int(memory) <= 65536:
         raise LabError("memory is in MiB, between 64 and 65536")
@@ -264,8 +265,8 @@ def vm_definition(
         "mgmt_mac": mac_for(name, "eth0"),
         "nics": normalize_nics(name, nics, mac),
         "append": append or "",
-        "ovmf_code": ovmf_code if boot_mode == "uefi" else None,
-        "ovmf_vars": ovmf_vars if boot_mode == "uefi" else None,
+        "ovmf_code": ovmf_code if boot_mode != "direct" else None,
+        "ovmf_vars": ovmf_vars if boot_mode != "direct" else None,
         "machine": machine,
     }
 
@@ -321,7 +322,7 @@ def qemu_argv(vm, ssh_port, accel):
         "-drive",
         "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file={}".format(p["overlay"]),
         "-device",
-        "virtio-blk-pci,drive=root,addr=0x{:x}{}".format(DISK_SLOT, ",bootindex=1" if vm["boot_mode"] == "uefi" else ""),
+        "virtio-blk-pci,drive=root,addr=0x{:x}{}".format(DISK_SLOT, {"uefi": ",bootindex=1", "disk": ",bootindex=0"}.get(vm["boot_mode"], "")),
         "-device",
         "virtio-rng-pci",
     ]
@@ -333,6 +334,9 @@ def qemu_argv(vm, ssh_port, accel):
             "if=pflash,format=raw,unit=0,readonly=on,file={}".format(vm["ovmf_code"]),
             "-drive",
             "if=pflash,format=raw,unit=1,file={}".format(p["vars"]),
+        ]
+    if vm["boot_mode"] == "uefi":
+        argv += [
             "-drive",
             "if=none,id=esp,format=raw,cache=unsafe,file={}".format(p["esp"]),
             "-device",
@@ -559,9 +563,9 @@ def _prepare_disks(vm, paths, state):
             # boot entry carries this VM's kernel command line (hostname, extra args).
             shutil.copyfile(vm["esp"], paths["esp"])
         write_boot_entry(vm, paths)
-        if not os.path.exists(paths["vars"]):
-            shutil.copyfile(vm["ovmf_vars"], paths["vars"])
-            os.chmod(paths["vars"], 0o600)
+    if vm["boot_mode"] in ("uefi", "disk") and not os.path.exists(paths["vars"]):
+        shutil.copyfile(vm["ovmf_vars"], paths["vars"])
+        os.chmod(paths["vars"], 0o600)
 
 
 def write_boot_entry(vm, paths):

@@ -21,6 +21,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
+import zlib
 
 # Bump when the build procedure changes in a way that changes the image.
 IMAGE_FORMAT = 3
@@ -36,6 +38,7 @@ HOST_TOOLS = {
     "mkfs.vfat": "dosfstools",
     "mcopy": "mtools",
     "mmd": "mtools",
+    "chroot": "coreutils",
 }
 
 # Units that only cost boot time in a lab VM under TCG (measured: networking.service
@@ -159,6 +162,262 @@ Restart=on-failure
 WantedBy=multi-user.target
 """
 
+# ---------------------------------------------------------------- A/B layout ---------
+# layout "ab": one raw GPT disk (disk.img) like an edge board's: esp (FAT: GRUB and its
+# grubenv), rootfs_a and rootfs_b (the same ext4 root filesystem, root.img, which is also
+# what SWUpdate bundles carry) and data (ext4: staging space for updates). OVMF boots
+# GRUB from the ESP; GRUB's environment chooses the slot and counts boot attempts.
+LAYOUTS = ("single", "ab")
+AB_PACKAGES = ["swupdate", "grub-common", "grub-efi-amd64-bin"]
+AB_HARDWARE = "n3x-lab 1.0"
+AB_BOOT_ATTEMPTS = 3
+AB_ESP_MIB = 32
+# The data partition holds a pushed bundle and swupdate's copy of its image (TMPDIR), so
+# that the image is verified before anything is written; sparse, so it costs no space.
+AB_DATA_EXTRA_MIB = 256
+GPT_ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+GPT_LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+# GRUB modules built into the standalone EFI binary (nothing is read from disk).
+AB_GRUB_MODULES = [
+    "part_gpt", "fat", "ext2", "search", "search_fs_file", "loadenv", "regexp", "test",
+    "echo", "linux", "sleep", "reboot", "normal", "efi_gop", "configfile",
+]  # fmt: skip
+AB_SLOT_PARTITIONS = {"a": 2, "b": 3}
+
+AB_FSTAB = """# n3x A/B lab image: the root is the slot GRUB chose (root=PARTLABEL=rootfs_a|b).
+PARTLABEL=esp /boot/efi vfat defaults,umask=0077 0 2
+PARTLABEL=data /data ext4 defaults,noatime,nofail 0 2
+"""
+
+AB_BOOT_CONFIRM = """#!/bin/sh
+# n3x: this slot came up (systemd reached multi-user, sshd runs): tell GRUB to stop
+# counting boot attempts, so it keeps this slot instead of rolling back.
+set -eu
+env=/boot/grub/grubenv
+if grub-editenv "$env" list | grep -qx 'upgrade_available=1'; then
+  grub-editenv "$env" set upgrade_available=0 boot_count=0
+  sync
+  echo "n3x: confirmed $(grub-editenv "$env" list | grep '^rootfs_slot=')"
+fi
+"""
+
+AB_BOOT_CONFIRM_UNIT = """[Unit]
+Description=Confirm the booted A/B slot to GRUB (n3x)
+After=n3x-sshd.service local-fs.target
+RequiresMountsFor=/boot/efi
+ConditionPathExists=/boot/grub/grubenv
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/n3x-boot-confirm
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# The A/B image's initrd: as LAB_INIT, but the root is the partition whose GPT name
+# root=PARTLABEL= gives (the kernel reports it as PARTNAME in sysfs; no udev here), and a
+# root that cannot be mounted reboots, so that GRUB counts a failed attempt.
+LAB_INIT_AB = """#!/bin/busybox sh
+# n3x lab initrd (A/B): load virtio, mount root=PARTLABEL=..., hand over to systemd.
+bb=/bin/busybox
+$bb mount -t devtmpfs devtmpfs /dev
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+for m in %(modules)s; do $bb insmod /lib/modules/$m.ko; done
+label=
+for arg in $($bb cat /proc/cmdline); do
+  case $arg in root=PARTLABEL=*) label=${arg#root=PARTLABEL=} ;; esac
+done
+find_partlabel() {
+  for u in /sys/class/block/*/uevent; do
+    if $bb grep -qx "PARTNAME=$1" "$u"; then
+      echo "/dev/$($bb sed -n 's/^DEVNAME=//p' "$u")"
+      return 0
+    fi
+  done
+  return 1
+}
+root=
+i=0
+while [ $i -lt 200 ]; do
+  root=$(find_partlabel "$label") && [ -b "$root" ] && break
+  $bb usleep 50000
+  i=$((i + 1))
+done
+if [ -z "$label" ] || ! $bb mount -t ext4 -o rw "$root" /newroot; then
+  echo "n3x lab initrd: cannot mount root=PARTLABEL=$label ($root); rebooting"
+  $bb sleep 5
+  $bb reboot -f
+fi
+$bb ip link set eth0 up && $bb ip addr add 10.0.2.15/24 dev eth0 && $bb ip route add default via 10.0.2.2
+$bb umount /sys
+$bb umount /proc
+$bb mount --move /dev /newroot/dev
+exec $bb switch_root /newroot /sbin/init
+"""
+
+
+def ab_grub_cfg(cmdline, attempts=AB_BOOT_ATTEMPTS):
+    """GRUB's embedded config for the A/B disk: slot choice, boot counting, fallback.
+
+    grubenv (on the ESP, which Linux mounts at /boot/efi; /boot/grub links there) holds
+    rootfs_slot, rootfs_fallback, upgrade_available and boot_count, set by swupdate's GRUB
+    handler. While upgrade_available=1 every boot counts; once `attempts` boots have not
+    been confirmed (n3x-boot-confirm clears upgrade_available), GRUB goes back to
+    rootfs_fallback for good. GRUB script has no arithmetic, hence the chain of ifs.
+    """
+    if attempts < 1:
+        raise ImageError("boot attempts must be at least 1")
+    root_free = " ".join(arg for arg in cmdline.split() if not arg.startswith("root="))
+    count = ['  if [ "$boot_count" = "0" ]; then set boot_count=1']
+    count += [f'  elif [ "$boot_count" = "{n}" ]; then set boot_count={n + 1}' for n in range(1, attempts)]
+    slot_parts = AB_SLOT_PARTITIONS
+    return "\n".join(
+        [
+            "# n3x A/B boot (generated): grubenv chooses the slot and counts boot attempts.",
+            "set timeout=0",
+            "search --no-floppy --set=esp --file /grub/n3x-esp",
+            "regexp --set=1:disk '^(.*),[^,]+$' \"$esp\"",
+            "set envfile=($esp)/grub/grubenv",
+            "load_env --file $envfile",
+            'if [ "$upgrade_available" = "1" ]; then',
+            *count,
+            "  else",
+            '    echo "n3x: slot $rootfs_slot was not confirmed after $boot_count boots: back to slot $rootfs_fallback"',
+            "    set rootfs_slot=$rootfs_fallback",
+            "    set upgrade_available=0",
+            "    set boot_count=0",
+            "  fi",
+            "  save_env --file $envfile rootfs_slot upgrade_available boot_count",
+            "fi",
+            f'if [ "$rootfs_slot" = "b" ]; then set slot_part=gpt{slot_parts["b"]}; else set rootfs_slot=a; set slot_part=gpt{slot_parts["a"]}; fi',
+            'echo "n3x: booting slot $rootfs_slot (upgrade_available=$upgrade_available boot_count=$boot_count)"',
+            f"linux ($disk,$slot_part)/boot/vmlinuz root=PARTLABEL=rootfs_$rootfs_slot {root_free} panic=5",
+            "initrd ($disk,$slot_part)/boot/initrd-lab.img",
+            "boot",
+            "# Not bootable (no kernel on the slot): the next boot counts as a failed attempt.",
+            'echo "n3x: slot $rootfs_slot cannot be booted; rebooting"',
+            "sleep 3",
+            "reboot",
+            "",
+        ]
+    )
+
+
+def grubenv_block(variables):
+    """A 1024-byte GRUB environment block (the grubenv file format)."""
+    text = "# GRUB Environment Block\n" + "".join(f"{k}={v}\n" for k, v in variables.items())
+    if len(text) > 1024:
+        raise ImageError("grubenv variables do not fit in 1024 bytes")
+    return text.encode() + b"#" * (1024 - len(text))
+
+
+SECTOR = 512
+GPT_ENTRIES = 128
+GPT_ENTRY_SIZE = 128
+GPT_TABLE_SECTORS = GPT_ENTRIES * GPT_ENTRY_SIZE // SECTOR
+GPT_ALIGN = 2048  # 1 MiB
+
+
+def gpt_layout(partitions, seed):
+    """Partition table of a disk: [{name, type, start, sectors, guid}] and the disk size.
+
+    partitions: [(name, type GUID, size in bytes)], placed in order at 1 MiB boundaries.
+    GUIDs derive from `seed`, so the same inputs give the same disk.
+    """
+    placed, lba = [], GPT_ALIGN
+    for name, ptype, size in partitions:
+        sectors = -(-size // SECTOR)
+        sectors += -sectors % GPT_ALIGN
+        placed.append({"name": name, "type": ptype, "start": lba, "sectors": sectors, "guid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"n3x:{seed}:{name}"))})
+        lba += sectors
+    total = lba + GPT_ALIGN  # room for the backup table
+    return placed, total
+
+
+def gpt_headers(placed, total_sectors, seed):
+    """{byte offset: bytes} of the protective MBR and both GPT copies."""
+    entries = bytearray(GPT_ENTRIES * GPT_ENTRY_SIZE)
+    for index, part in enumerate(placed):
+        name = part["name"].encode("utf-16-le")
+        if len(name) > 72:
+            raise ImageError(f"partition name {part['name']!r} is too long for GPT")
+        entries[index * GPT_ENTRY_SIZE : (index + 1) * GPT_ENTRY_SIZE] = (
+            uuid.UUID(part["type"]).bytes_le
+            + uuid.UUID(part["guid"]).bytes_le
+            + (part["start"]).to_bytes(8, "little")
+            + (part["start"] + part["sectors"] - 1).to_bytes(8, "little")
+            + bytes(8)
+            + name.ljust(72, b"\0")
+        )
+    entries = bytes(entries)
+    last = total_sectors - 1
+    first_usable, last_usable = 2 + GPT_TABLE_SECTORS, last - 1 - GPT_TABLE_SECTORS
+    disk_guid = uuid.uuid5(uuid.NAMESPACE_URL, f"n3x:{seed}:disk").bytes_le
+    entries_crc = zlib.crc32(entries)
+
+    def header(current, backup, table):
+        fields = (
+            b"EFI PART" + (0x00010000).to_bytes(4, "little") + (92).to_bytes(4, "little"),
+            bytes(8),  # CRC and reserved; the CRC is filled in below
+            current.to_bytes(8, "little") + backup.to_bytes(8, "little"),
+            first_usable.to_bytes(8, "little") + last_usable.to_bytes(8, "little"),
+            disk_guid + table.to_bytes(8, "little"),
+            GPT_ENTRIES.to_bytes(4, "little") + GPT_ENTRY_SIZE.to_bytes(4, "little") + entries_crc.to_bytes(4, "little"),
+        )
+        raw = bytearray(b"".join(fields))
+        raw[16:20] = zlib.crc32(bytes(raw)).to_bytes(4, "little")
+        return bytes(raw).ljust(SECTOR, b"\0")
+
+    mbr = bytearray(SECTOR)
+    mbr[446:462] = bytes([0, 0, 2, 0, 0xEE, 0xFF, 0xFF, 0xFF]) + (1).to_bytes(4, "little") + min(last, 0xFFFFFFFF).to_bytes(4, "little")
+    mbr[510:512] = b"\x55\xaa"
+    return {
+        0: bytes(mbr),
+        SECTOR: header(1, last, 2),
+        2 * SECTOR: entries,
+        (last - GPT_TABLE_SECTORS) * SECTOR: entries,
+        last * SECTOR: header(last, 1, last - GPT_TABLE_SECTORS),
+    }
+
+
+def copy_sparse(source, dest_handle, offset):
+    """Copy a file into an open file at offset, skipping all-zero blocks (dest stays sparse)."""
+    with open(source, "rb") as src:
+        position = offset
+        while chunk := src.read(1024 * 1024):
+            if chunk.count(0) != len(chunk):
+                dest_handle.seek(position)
+                dest_handle.write(chunk)
+            position += len(chunk)
+
+
+def tree_bytes(tree):
+    """Bytes the files of a tree take in an ext4 filesystem, roughly (4 KiB blocks, inodes)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            total += 256 + (-(-st.st_size // 4096)) * 4096
+    return total
+
+
+def ab_slot_size(tree, size):
+    """Slot size in bytes: `size` as mkfs.ext4 reads it (K/M/G), or 'auto' (content + room)."""
+    if size == "auto":
+        wanted = int(tree_bytes(tree) * 1.1) + 96 * 1024 * 1024
+    else:
+        units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+        text = str(size).strip().upper()
+        try:
+            wanted = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+        except ValueError as exc:
+            raise ImageError(f"size {size!r} is not a number with K, M or G, nor auto") from exc
+    step = 4 * 1024 * 1024
+    return -(-wanted // step) * step
+
 
 class ImageError(Exception):
     """Raised with a message meant for the user."""
@@ -218,14 +477,44 @@ def image_spec(
     uefi_cmdline=None,
     role_version="0",
     hostname="n3x-lab",
+    layout="single",
+    boot_attempts=AB_BOOT_ATTEMPTS,
 ):
-    """Everything that decides the image content, as plain JSON-able data."""
+    """Everything that decides the image content, as plain JSON-able data.
+
+    layout "ab" makes the A/B disk (see LAYOUTS); uefi_cmdline is then the kernel command
+    line GRUB boots each slot with (its root= is replaced by the slot's).
+    """
+    if layout not in LAYOUTS:
+        raise ImageError("layout must be one of {}".format(", ".join(LAYOUTS)))
     files = overlay_files(ssh_pubkey, hostname, extra_files)
-    uefi = uefi_cmdline is not None
+    ab = layout == "ab"
+    uefi = uefi_cmdline is not None and not ab
     # systemd-boot's EFI binary is tiny; with it the same image boots both ways.
     # busybox-static is the lab initrd's userland.
-    pkgs = sorted(set(packages) | {"busybox-static"} | ({"systemd-boot-efi"} if uefi else set()))
-    return {
+    pkgs = sorted(set(packages) | {"busybox-static"} | ({"systemd-boot-efi"} if uefi else set()) | (set(AB_PACKAGES) if ab else set()))
+    masked = set(DEFAULT_MASKED_UNITS if masked_units is None else masked_units)
+    enabled = set(DEFAULT_ENABLED_UNITS if enabled_units is None else enabled_units)
+    init = LAB_INIT
+    if ab:
+        files.update(
+            {
+                "/etc/fstab": (0o644, AB_FSTAB),
+                # swupdate's hardware compatibility check reads "board revision" here.
+                "/etc/hwrevision": (0o644, AB_HARDWARE + "\n"),
+                "/etc/n3x-build": (0o644, "factory\n"),
+                "/usr/local/sbin/n3x-boot-confirm": (0o755, AB_BOOT_CONFIRM),
+                "/etc/systemd/system/n3x-boot-confirm.service": (0o644, AB_BOOT_CONFIRM_UNIT),
+                # Logs in RAM: a slot's filesystem changes only through updates (and the
+                # running slot can be remounted read-only to prove an update left it alone).
+                "/etc/systemd/journald.conf.d/10-n3x-volatile.conf": (0o644, "[Journal]\nStorage=volatile\n"),
+            }
+        )
+        # Installs run `swupdate -i` one at a time; Debian's daemon would hold its sockets.
+        masked |= {"swupdate.service", "swupdate.socket"}
+        enabled.add("n3x-boot-confirm.service")
+        init = LAB_INIT_AB
+    spec = {
         "format": IMAGE_FORMAT,
         "role_version": str(role_version),
         "suite": suite,
@@ -234,15 +523,28 @@ def image_spec(
         "variant": variant,
         "packages": pkgs,
         "dpkg_excludes": list(DEFAULT_DPKG_EXCLUDES),
-        "masked_units": sorted(set(DEFAULT_MASKED_UNITS if masked_units is None else masked_units)),
-        "enabled_units": sorted(set(DEFAULT_ENABLED_UNITS if enabled_units is None else enabled_units)),
+        "masked_units": sorted(masked),
+        "enabled_units": sorted(enabled),
         "files": {p: [f"{m:04o}", c] for p, (m, c) in sorted(files.items())},
         "initramfs_modules": list(DEFAULT_INITRAMFS_MODULES),
-        "lab_initrd": {"modules": list(LAB_INITRD_MODULES), "init": LAB_INIT},
+        "lab_initrd": {"modules": list(LAB_INITRD_MODULES), "init": init},
         "size": str(size),
         "uefi": uefi,
-        "uefi_cmdline": uefi_cmdline or "",
+        "uefi_cmdline": (uefi_cmdline or "") if uefi else "",
     }
+    if ab:
+        # Only A/B images carry these keys: the cache keys of other images stay as they were.
+        spec["layout"] = "ab"
+        spec["ab"] = {
+            "grub_cfg": ab_grub_cfg(uefi_cmdline or "", boot_attempts),
+            "grub_modules": list(AB_GRUB_MODULES),
+            "esp_mib": AB_ESP_MIB,
+            "data_extra_mib": AB_DATA_EXTRA_MIB,
+            "grubenv": {"rootfs_slot": "a", "rootfs_fallback": "b", "upgrade_available": "0", "boot_count": "0"},
+            # ab_slot_size's rule for size "auto"; change this text when the rule changes.
+            "slot_size_rule": "content * 1.1 + 96 MiB, 4 MiB steps",
+        }
+    return spec
 
 
 def cache_key(spec):
@@ -284,6 +586,7 @@ def image_paths(cache_dir, key):
         "initrd": os.path.join(base, "initrd.img"),
         "lab_initrd": os.path.join(base, "initrd-lab.img"),
         "esp": os.path.join(base, "esp.img"),
+        "disk": os.path.join(base, "disk.img"),
         "manifest": os.path.join(base, "manifest.json"),
     }
 
@@ -296,7 +599,8 @@ def lookup(cache_dir, key):
             manifest = json.load(fh)
     except (OSError, ValueError):
         return None
-    for name in ("root", "kernel", "initrd", "lab_initrd"):
+    wanted = ("root", "kernel", "initrd", "lab_initrd") + (("disk",) if manifest.get("spec", {}).get("layout") == "ab" else ())
+    for name in wanted:
         if not os.path.isfile(paths[name]):
             return None
     return manifest if manifest.get("key") == key else None
@@ -455,6 +759,82 @@ def build_esp(workdir, tree, kernel, initrd, cmdline, log):
     return esp
 
 
+def prepare_ab_tree(workdir, tree, spec, lab_initrd, log):
+    """Put the slot's boot files in the tree and build the ESP. Returns the ESP image path.
+
+    Each slot carries its own kernel and initrd (/boot/vmlinuz, /boot/initrd-lab.img), so an
+    update brings its kernel with it; GRUB reads them from the slot's ext4.
+    """
+    require_tools(["mkfs.vfat", "mcopy", "mmd", "chroot"])
+    boot = os.path.join(tree, "boot")
+    kernel = os.path.basename(_single(tree, "boot/vmlinuz-*"))
+    link = os.path.join(boot, "vmlinuz")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(kernel, link)
+    shutil.copyfile(lab_initrd, os.path.join(boot, "initrd-lab.img"))
+    # swupdate's GRUB handler and grub-editenv use /boot/grub/grubenv: it is the ESP's.
+    grub_dir = os.path.join(boot, "grub")
+    if os.path.islink(grub_dir) or os.path.isfile(grub_dir):
+        os.unlink(grub_dir)
+    elif os.path.isdir(grub_dir):
+        shutil.rmtree(grub_dir)
+    os.symlink("efi/grub", grub_dir)
+    for directory in ("boot/efi", "data"):
+        os.makedirs(os.path.join(tree, directory), exist_ok=True)
+    ab = spec["ab"]
+    cfg = os.path.join(tree, "tmp", "n3x-grub.cfg")
+    with open(cfg, "w") as fh:
+        fh.write(ab["grub_cfg"])
+    # The image's own GRUB (grub-efi-amd64-bin) builds the EFI binary: no host GRUB needed.
+    _run(
+        [
+            "chroot", tree, "grub-mkstandalone", "--format=x86_64-efi", "--output=/tmp/BOOTX64.EFI",
+            "--modules={}".format(" ".join(ab["grub_modules"])), "--install-modules={}".format(" ".join(ab["grub_modules"])),
+            "--locales=", "--themes=", "--fonts=", "boot/grub/grub.cfg=/tmp/n3x-grub.cfg",
+        ],
+        log,
+    )  # fmt: skip
+    esp = os.path.join(workdir, "esp-ab.img")
+    with open(esp, "wb") as fh:
+        fh.truncate(ab["esp_mib"] * 1024 * 1024)
+    _run(["mkfs.vfat", "-n", "N3X-ESP", esp], log)
+    env = os.path.join(workdir, "grubenv")
+    with open(env, "wb") as fh:
+        fh.write(grubenv_block(ab["grubenv"]))
+    marker = os.path.join(workdir, "n3x-esp")
+    with open(marker, "w") as fh:
+        fh.write("n3x A/B ESP: GRUB finds its grubenv by this file\n")
+    _run(["mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/grub"], log)
+    _run(["mcopy", "-i", esp, os.path.join(tree, "tmp", "BOOTX64.EFI"), "::/EFI/BOOT/BOOTX64.EFI"], log)
+    _run(["mcopy", "-i", esp, env, "::/grub/grubenv"], log)
+    _run(["mcopy", "-i", esp, marker, "::/grub/n3x-esp"], log)
+    for path in (os.path.join(tree, "tmp", "BOOTX64.EFI"), cfg, env, marker):
+        os.unlink(path)
+    return esp
+
+
+def build_ab_disk(workdir, root, esp, spec, seed, log):
+    """disk.img: GPT with esp, rootfs_a and rootfs_b (both root.img) and data (empty ext4)."""
+    slot = os.path.getsize(root)
+    data = os.path.join(workdir, "data.img")
+    data_size = 2 * slot + spec["ab"]["data_extra_mib"] * 1024 * 1024
+    _run(["mkfs.ext4", "-q", "-F", "-L", "n3x-data", data, str(data_size // 1024) + "K"], log)
+    images = [("esp", GPT_ESP, esp), ("rootfs_a", GPT_LINUX, root), ("rootfs_b", GPT_LINUX, root), ("data", GPT_LINUX, data)]
+    placed, total = gpt_layout([(name, ptype, os.path.getsize(path)) for name, ptype, path in images], seed)
+    disk = os.path.join(workdir, "disk.img")
+    with open(disk, "wb") as out:
+        out.truncate(total * SECTOR)
+        for part, (_, _, path) in zip(placed, images, strict=True):
+            copy_sparse(path, out, part["start"] * SECTOR)
+        for offset, blob in gpt_headers(placed, total, seed).items():
+            out.seek(offset)
+            out.write(blob)
+    for path in (esp, data):
+        os.unlink(path)
+    return disk
+
+
 def build(cache_dir, spec, groups, base_packages=(), force=False):
     """Build (or reuse) the image for spec. Returns (manifest, built: bool)."""
     key = cache_key(spec)
@@ -494,9 +874,16 @@ def build(cache_dir, spec, groups, base_packages=(), force=False):
                 if spec["uefi"]:
                     build_esp(workdir, tree, kernel, lab_initrd, spec["uefi_cmdline"], log)
                 root = os.path.join(workdir, "root.img")
+                size = spec["size"]
+                if spec.get("layout") == "ab":
+                    esp = prepare_ab_tree(workdir, tree, spec, lab_initrd, log)
+                    # In KiB: mkfs.ext4 reads a bare number as a count of blocks.
+                    size = f"{ab_slot_size(tree, size) // 1024}K"
                 # -d copies the tree into the new filesystem: no loop device, no mount.
-                _run(["mkfs.ext4", "-q", "-F", "-L", "n3x-root", "-d", tree, root, spec["size"]], log)
+                _run(["mkfs.ext4", "-q", "-F", "-L", "n3x-root", "-d", tree, root, size], log)
                 shutil.rmtree(tree)
+                if spec.get("layout") == "ab":
+                    build_ab_disk(workdir, root, esp, spec, key, log)
             manifest = {
                 "key": key,
                 "spec": spec,

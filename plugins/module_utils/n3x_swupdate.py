@@ -372,10 +372,14 @@ def install_outcome(output, returncode):
     was successful !", exits 1 and tears down the install it started (core/install_from_file.c
     endupdate() with status IDLE, ipc_wait_for_complete() in ipc/network_ipc.c). That run
     proves nothing either way, so it is 'interrupted' and is worth running again. A real
-    success exits 0 with the success line and no [ERROR]; anything else is 'failed'.
+    success exits 0 with a success line and no [ERROR]; anything else is 'failed'.
+
+    `swupdate -d` (the downloader) has no client half: only the installer reports, with
+    "SWUPDATE successful !" (or "SWUPDATE failed ..."), so that line counts as success too.
     """
     succeeded_line = "SWUpdate was successful" in output
-    if returncode == 0 and succeeded_line and "[ERROR]" not in output:
+    installer_succeeded = "SWUPDATE successful" in output
+    if returncode == 0 and (succeeded_line or installer_succeeded) and "[ERROR]" not in output:
         return "successful"
     if returncode != 0 and succeeded_line and "SWUpdate *failed*" not in output:
         return "interrupted"
@@ -396,6 +400,65 @@ def run_install(argv, attempts=5, timeout=900, env=None):
         outcome = install_outcome(output, result.returncode)
         if outcome != "interrupted" or runs >= attempts:
             return outcome, output, runs
+
+
+# --- on the device -------------------------------------------------------------------
+
+# swupdate keeps its sockets and its copy of each image in TMPDIR until the image is
+# verified; the A/B lab image's data partition has room for it (the root has not).
+DEFAULT_TMPDIR = "/data/swupdate"
+DEFAULT_PUBLIC_KEY = "/etc/swupdate/swupdate.crt"
+_PARTLABEL_ROOT = re.compile(r"(?:^|\s)root=PARTLABEL=rootfs_([a-z])(?:\s|$)")
+
+
+def running_slot(cmdline):
+    """The slot the running system booted from, from /proc/cmdline (root=PARTLABEL=rootfs_<slot>)."""
+    match = _PARTLABEL_ROOT.search(cmdline)
+    if not match or match.group(1) not in SLOTS:
+        raise SwupdateError(f"cannot tell the running slot: no root=PARTLABEL=rootfs_a|b in the kernel command line {cmdline.strip()!r}")
+    return match.group(1)
+
+
+def parse_grubenv(text):
+    """{name: value} of a grubenv file or of `grub-editenv FILE list` output."""
+    variables = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            variables[name] = value
+    return variables
+
+
+def install_argv(
+    selection_arg,
+    public_key=DEFAULT_PUBLIC_KEY,
+    bundle=None,
+    url=None,
+    bootloader="grub",
+    hardware=None,
+    check=False,
+    swupdate="swupdate",
+):
+    """The swupdate command line that installs a bundle file (-i) or URL (-d "-u URL")."""
+    if (bundle is None) == (url is None):
+        raise SwupdateError("give exactly one of bundle and url")
+    if check and url is not None:
+        raise SwupdateError("swupdate checks (-c) only a bundle file, not a URL")
+    argv = [swupdate, "-v", "-k", public_key, "-e", selection_arg]
+    if bootloader:
+        argv[1:1] = ["-B", bootloader]
+    if hardware:
+        parse_hardware([hardware])
+        argv += ["-H", hardware]
+    if check:
+        argv.append("-c")
+    if bundle is not None:
+        argv += ["-i", bundle]
+    else:
+        if any(char.isspace() or char in "\"'" for char in url):
+            raise SwupdateError(f"url {url!r} holds blanks or quotes")
+        argv += ["-d", f"-u {url}"]
+    return argv
 
 
 # --- bundle --------------------------------------------------------------------------

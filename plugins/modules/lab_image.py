@@ -64,7 +64,10 @@ options:
     type: dict
     default: {}
   size:
-    description: Size of the raw root filesystem (sparse), as C(mkfs.ext4) reads it.
+    description:
+      - Size of the raw root filesystem (sparse), as C(mkfs.ext4) reads it.
+      - With O(layout=ab) also V(auto) - the content plus a tenth and 96 MiB; a bundle
+        carries the whole slot, so small slots make small bundles.
     type: str
     default: 4G
   uefi:
@@ -74,6 +77,25 @@ options:
   uefi_cmdline:
     description: Kernel command line of the systemd-boot entry; the lab's default when omitted.
     type: str
+  layout:
+    description:
+      - V(single) - C(root.img), a raw ext4 root filesystem (with C(esp.img) when O(uefi)).
+      - V(ab) - also C(disk.img), the disk of an edge board updated with A/B images - a GPT
+        with the partitions C(esp) (FAT - GRUB as C(EFI/BOOT/BOOTX64.EFI) and its C(grub/grubenv)),
+        C(rootfs_a) and C(rootfs_b) (both C(root.img)) and C(data) (empty ext4, room to stage
+        an update). GRUB boots the slot of C(rootfs_slot) in grubenv with
+        C(root=PARTLABEL=rootfs_<slot>) and counts boot attempts while C(upgrade_available=1);
+        after O(boot_attempts) unconfirmed boots it goes back to C(rootfs_fallback). The
+        image has C(swupdate) (for C(swupdate -B grub)), C(/etc/hwrevision) C(n3x-lab 1.0) and
+        C(n3x-boot-confirm.service), which confirms a booted slot with C(grub-editenv).
+        O(uefi) does not apply; O(uefi_cmdline) is GRUB's kernel command line.
+    type: str
+    choices: [single, ab]
+    default: single
+  boot_attempts:
+    description: With O(layout=ab), how many unconfirmed boots of an updated slot GRUB tries before it rolls back.
+    type: int
+    default: 3
   role_version:
     description: Version of the calling role; part of the cache key.
     type: str
@@ -121,6 +143,10 @@ esp:
   description: ESP image for UEFI boot (only when O(uefi)).
   returned: always
   type: str
+disk:
+  description: The A/B GPT disk image (only with O(layout=ab)).
+  returned: always
+  type: str
 packages:
   description: Number of installed Debian packages.
   returned: success and not check mode
@@ -153,6 +179,8 @@ def main():
             "size": {"type": "str", "default": "4G"},
             "uefi": {"type": "bool", "default": True},
             "uefi_cmdline": {"type": "str"},
+            "layout": {"type": "str", "choices": ["single", "ab"], "default": "single"},
+            "boot_attempts": {"type": "int", "default": 3},
             "role_version": {"type": "str", "default": "0"},
             "force": {"type": "bool", "default": False},
         },
@@ -173,8 +201,10 @@ def main():
             masked_units=p["masked_units"],
             extra_files=p["extra_files"],
             size=p["size"],
-            uefi_cmdline=(p["uefi_cmdline"] or BASE_CMDLINE) if p["uefi"] else None,
+            uefi_cmdline=(p["uefi_cmdline"] or BASE_CMDLINE) if p["uefi"] or p["layout"] == "ab" else None,
             role_version=p["role_version"],
+            layout=p["layout"],
+            boot_attempts=p["boot_attempts"],
         )
         key = img.cache_key(spec)
         paths = img.image_paths(p["cache_dir"], key)
@@ -184,7 +214,8 @@ def main():
             "root": paths["root"],
             "kernel": paths["kernel"],
             "initrd": paths["initrd"],
-            "esp": paths["esp"] if p["uefi"] else "",
+            "esp": paths["esp"] if p["uefi"] and p["layout"] == "single" else "",
+            "disk": paths["disk"] if p["layout"] == "ab" else "",
         }
         cached = None if p["force"] else img.lookup(p["cache_dir"], key)
         if module.check_mode:

@@ -41,9 +41,13 @@ options:
     description: Image directory returned by M(n3x.cluster.lab_image) (RV(n3x.cluster.lab_image#module:dir)).
     type: path
   boot_mode:
-    description: C(direct) (QEMU loads the kernel and initrd) or C(uefi) (OVMF, systemd-boot from the ESP disk).
+    description:
+      - C(direct) (QEMU loads the kernel and initrd), C(uefi) (OVMF, systemd-boot from the ESP disk)
+        or C(disk) (OVMF boots the bootloader on the image's own GPT disk C(disk.img), the GRUB
+        of an A/B image; see M(n3x.cluster.lab_image) O(n3x.cluster.lab_image#module:layout)).
+      - With C(disk) the kernel command line is the image's (GRUB's); O(append) is not used.
     type: str
-    choices: [direct, uefi]
+    choices: [direct, uefi, disk]
     default: direct
   accel:
     description: C(auto) probes KVM with a real boot and falls back to TCG.
@@ -172,7 +176,7 @@ def main():
             "state": {"type": "str", "choices": ["started", "stopped", "absent"], "default": "started"},
             "lab_dir": {"type": "path", "default": "~/.cache/n3x/lab/default"},
             "image_dir": {"type": "path"},
-            "boot_mode": {"type": "str", "choices": ["direct", "uefi"], "default": "direct"},
+            "boot_mode": {"type": "str", "choices": ["direct", "uefi", "disk"], "default": "direct"},
             "accel": {"type": "str", "choices": ["auto", "kvm", "tcg"], "default": "auto"},
             "memory": {"type": "int", "default": 512},
             "smp": {"type": "int", "default": 2},
@@ -209,7 +213,8 @@ def main():
         vm = lab.vm_definition(
             p["name"],
             p["lab_dir"],
-            os.path.join(image, "root.img"),
+            # An A/B image boots from its whole GPT disk; root.img is then the slot filesystem.
+            os.path.join(image, "disk.img" if p["boot_mode"] == "disk" else "root.img"),
             kernel=os.path.join(image, "vmlinuz"),
             # The image's small lab initrd boots ~5 s faster than initramfs-tools' one.
             initrd=next(

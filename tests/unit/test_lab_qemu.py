@@ -228,3 +228,19 @@ def test_kvm_probe_result_is_cached_per_host_boot(tmp_path, monkeypatch):
     with pytest.raises(lab.LabError, match="not usable"):
         lab.resolve_accel("kvm", "/k", str(cache))
     assert lab.resolve_accel("tcg", "/k", str(cache)) == ("tcg", "requested")
+
+
+def test_disk_boot_lets_ovmf_boot_the_image_disk(tmp_path):
+    code = tmp_path / "OVMF_CODE.fd"
+    varst = tmp_path / "OVMF_VARS.fd"
+    code.write_bytes(b"x")
+    varst.write_bytes(b"y")
+    vm = lab.vm_definition("edge-1", str(tmp_path / "lab"), "/img/disk.img", boot_mode="disk", ovmf_code=str(code), ovmf_vars=str(varst))
+    argv = lab.qemu_argv(vm, 2222, "tcg")
+    drives = opt_values(argv, "-drive")
+    devices = opt_values(argv, "-device")
+    assert "-kernel" not in argv
+    assert "-append" not in argv
+    assert any(d.startswith("if=pflash") and d.endswith(str(code)) for d in drives)
+    assert not any("id=esp" in d for d in drives)
+    assert any("drive=root" in d and "bootindex=0" in d for d in devices)

@@ -269,6 +269,10 @@ SUCCESS_LINE = "[INFO ] : SWUPDATE running :  [endupdate] : SWUpdate was success
         ("[ERROR] : SWUPDATE failed [0] ERROR : SWUpdate *failed* !", 1, "failed"),
         (f"[ERROR] : SWUPDATE failed [0] ERROR : HASH mismatch\n{SUCCESS_LINE}", 0, "failed"),
         ("SWUpdate v\n", 1, "failed"),
+        # swupdate -d: only the installer reports
+        ("[INFO ] : SWUPDATE successful ! SWUPDATE successful !\nChild 206(download) exited, status=0", 0, "successful"),
+        ("[INFO ] : SWUPDATE successful ! SWUPDATE successful !\n", 1, "failed"),
+        ("[ERROR] : SWUPDATE failed [0] ERROR : HASH mismatch\n", 0, "failed"),
         ("SWUpdate v\n", 0, "failed"),
     ],
 )
@@ -293,3 +297,37 @@ exit 1
     counter.unlink()
     outcome, _, runs = swu.run_install([str(script)], attempts=2)
     assert (outcome, runs) == ("interrupted", 2)
+
+
+# --- on the device -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "slot"),
+    [("root=PARTLABEL=rootfs_a rw console=ttyS0", "a"), ("quiet root=PARTLABEL=rootfs_b\n", "b"), ("BOOT_IMAGE=x root=PARTLABEL=rootfs_b panic=5", "b")],
+)
+def test_running_slot_from_the_kernel_command_line(cmdline, slot):
+    assert swu.running_slot(cmdline) == slot
+
+
+@pytest.mark.parametrize("cmdline", ["root=LABEL=n3x-root rw", "root=PARTLABEL=rootfs_c", "xroot=PARTLABEL=rootfs_a", ""])
+def test_running_slot_refuses_other_roots(cmdline):
+    with pytest.raises(swu.SwupdateError, match="running slot"):
+        swu.running_slot(cmdline)
+
+
+def test_parse_grubenv_file_and_editenv_list():
+    block = b"# GRUB Environment Block\nrootfs_slot=b\nboot_count=0\n" + b"#" * 900
+    assert swu.parse_grubenv(block.decode()) == {"rootfs_slot": "b", "boot_count": "0"}
+    assert swu.parse_grubenv("upgrade_available=1\nx=a=b\n") == {"upgrade_available": "1", "x": "a=b"}
+
+
+def test_install_argv():
+    argv = swu.install_argv("stable,slot_b", bundle="/data/u.swu")
+    assert argv == ["swupdate", "-B", "grub", "-v", "-k", swu.DEFAULT_PUBLIC_KEY, "-e", "stable,slot_b", "-i", "/data/u.swu"]
+    argv = swu.install_argv("stable,slot_a", "/k.crt", url="http://10.0.2.2:8000/u.swu", hardware="n3x-lab:1.0", bootloader=None)
+    assert argv == ["swupdate", "-v", "-k", "/k.crt", "-e", "stable,slot_a", "-H", "n3x-lab:1.0", "-d", "-u http://10.0.2.2:8000/u.swu"]
+    assert swu.install_argv("stable,slot_a", bundle="/b", check=True)[-3:] == ["-c", "-i", "/b"]
+    for bad in ({}, {"bundle": "/b", "url": "http://x/"}, {"url": "http://x/ -v"}, {"url": "http://x/", "check": True}):
+        with pytest.raises(swu.SwupdateError):
+            swu.install_argv("stable,slot_a", **bad)
