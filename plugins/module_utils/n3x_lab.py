@@ -29,8 +29,17 @@ import time
 
 QEMU = "qemu-system-x86_64"
 
+# Per guest architecture: the QEMU binary, machine, CPU model under TCG and serial console.
+# cortex-a72: `-cpu max` emulates pointer authentication, which costs a lot under TCG.
+ARCHES = {
+    "amd64": {"qemu": QEMU, "machine": "q35", "tcg_cpu": None, "console": "ttyS0"},
+    "arm64": {"qemu": "qemu-system-aarch64", "machine": "virt", "tcg_cpu": "cortex-a72", "console": "ttyAMA0"},
+}
+HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
 HOST_TOOLS = {
     QEMU: "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
     "qemu-img": "qemu-utils",
     "mcopy": "mtools",
 }
@@ -59,6 +68,10 @@ BASE_CMDLINE = "root=LABEL=n3x-root rw console=ttyS0 net.ifnames=0 quiet logleve
 # PCI slots: fixed so that eth0 (management), eth1, eth2... keep their order.
 DISK_SLOT = 0x04
 ESP_SLOT = 0x05
+DATA_SLOT = 0x06
+# The data disk's virtio serial: the guest sees it as /dev/disk/by-id/virtio-n3x-data.
+DATA_DISK_SERIAL = "n3x-data"
+SIZE_RE = re.compile(r"^[1-9][0-9]*[MG]$")
 NIC_SLOT_BASE = 0x10
 
 
@@ -204,11 +217,21 @@ def normalize_nics(node, nics, mac=None):
     return out
 
 
+def image_arch(image_dir):
+    """The architecture a lab image was built for (its manifest), amd64 for older images."""
+    try:
+        with open(os.path.join(image_dir, "manifest.json")) as fh:
+            return json.load(fh).get("spec", {}).get("arch", "amd64")
+    except (OSError, ValueError):
+        return "amd64"
+
+
 def vm_paths(lab_dir, name):
     base = os.path.join(os.path.expanduser(lab_dir), name)
     return {
         "dir": os.path.expanduser(lab_dir),
         "overlay": base + ".qcow2",
+        "data": base + ".data.qcow2",
         "esp": base + ".esp.img",
         "vars": base + ".vars.fd",
         "qmp": base + ".qmp",
@@ -234,9 +257,21 @@ def vm_definition(
     append="",
     ovmf_code=None,
     ovmf_vars=None,
-    machine="q35",
+    machine=None,
+    arch="amd64",
+    data_disk="",
 ):
-    """Validated, complete description of one VM (the SSH port is added at start)."""
+    """Validated, complete description of one VM (the SSH port is added at start).
+
+    arch is the guest's (the image's) architecture; data_disk a size such as 1G for an
+    empty second disk (kept until the VM is removed), empty for none.
+    """
+    if arch not in ARCHES:
+        raise LabError("arch must be one of {}".format(", ".join(ARCHES)))
+    if arch != "amd64" and boot_mode != "direct":
+        raise LabError(f"{arch} lab VMs boot directly (-kernel/-initrd); boot_mode {boot_mode} is for amd64")
+    if data_disk and not SIZE_RE.match(str(data_disk)):
+        raise LabError(f"data_disk must be a size such as 512M or 2G, got {data_disk!r}")
     if boot_mode not in BOOT_MODES:
         raise LabError("boot_mode must be one of {}".format(", ".join(BOOT_MODES)))
     if accel not in ACCELS:
@@ -267,7 +302,9 @@ def vm_definition(
         "append": append or "",
         "ovmf_code": ovmf_code if boot_mode != "direct" else None,
         "ovmf_vars": ovmf_vars if boot_mode != "direct" else None,
-        "machine": machine,
+        "machine": machine or ARCHES[arch]["machine"],
+        "arch": arch,
+        "data_disk": str(data_disk or ""),
     }
 
 
@@ -278,7 +315,8 @@ def definition_hash(vm):
 
 def kernel_cmdline(vm):
     # systemd.hostname gives each VM its name although they share one image.
-    parts = [BASE_CMDLINE, "systemd.hostname={}".format(vm["name"]), vm.get("append") or ""]
+    base = BASE_CMDLINE.replace("console=ttyS0", "console=" + ARCHES[vm.get("arch", "amd64")]["console"])
+    parts = [base, "systemd.hostname={}".format(vm["name"]), vm.get("append") or ""]
     return " ".join(p for p in parts if p).strip()
 
 
@@ -294,14 +332,17 @@ def accel_args(accel):
 def qemu_argv(vm, ssh_port, accel):
     """The full QEMU command line of a VM (daemonized, everything in its lab dir)."""
     p = vm_paths(vm["lab_dir"], vm["name"])
+    arch = ARCHES[vm.get("arch", "amd64")]
     argv = [
-        QEMU,
+        arch["qemu"],
         "-name",
         "{},process=n3x-{}".format(vm["name"], vm["name"]),
         "-machine",
         vm["machine"],
     ]
     argv += accel_args(accel)
+    if accel == "tcg" and arch["tcg_cpu"]:
+        argv += ["-cpu", arch["tcg_cpu"]]
     argv += [
         "-m",
         str(vm["memory"]),
@@ -326,6 +367,13 @@ def qemu_argv(vm, ssh_port, accel):
         "-device",
         "virtio-rng-pci",
     ]
+    if vm.get("data_disk"):
+        argv += [
+            "-drive",
+            "if=none,id=data,format=qcow2,cache=unsafe,discard=unmap,file={}".format(p["data"]),
+            "-device",
+            f"virtio-blk-pci,drive=data,addr=0x{DATA_SLOT:x},serial={DATA_DISK_SERIAL}",
+        ]
     if vm["boot_mode"] == "direct":
         argv += ["-kernel", vm["kernel"], "-initrd", vm["initrd"], "-append", kernel_cmdline(vm)]
     else:
@@ -445,10 +493,14 @@ def _kvm_boot(kernel, timeout):
         return False, f"KVM guest printed nothing within {timeout:.0f} s"
 
 
-def resolve_accel(requested, kernel, cache_file, timeout=10.0):
+def resolve_accel(requested, kernel, cache_file, timeout=10.0, arch="amd64"):
     """(accel, reason): kvm or tcg for the requested auto|kvm|tcg."""
     if requested == "tcg":
         return "tcg", "requested"
+    if arch != HOST_ARCH:
+        if requested == "kvm":
+            raise LabError(f"accel kvm requested, but an {arch} guest cannot use KVM on this {HOST_ARCH} host")
+        return "tcg", f"an {arch} guest on an {HOST_ARCH} host runs under TCG"
     require_tools([QEMU])  # the probe boots QEMU itself
     usable, reason = probe_kvm(kernel, cache_file, timeout) if kernel else (False, "no kernel to probe with")
     if usable:
@@ -537,8 +589,8 @@ def _remove(paths, keys):
 def remove(paths):
     """Stop the VM and delete all of its files. Returns True when anything existed."""
     stopped = stop(paths)
-    existed = [k for k in ("overlay", "esp", "vars", "serial", "state") if os.path.exists(paths[k])]
-    _remove(paths, ("overlay", "esp", "vars", "serial", "state", "pid", "qmp"))
+    existed = [k for k in ("overlay", "data", "esp", "vars", "serial", "state") if os.path.exists(paths[k])]
+    _remove(paths, ("overlay", "data", "esp", "vars", "serial", "state", "pid", "qmp"))
     return stopped or bool(existed)
 
 
@@ -557,6 +609,9 @@ def _prepare_disks(vm, paths, state):
         _remove(paths, ("overlay", "esp", "vars"))
     if not os.path.exists(paths["overlay"]):
         _qemu_img_overlay(vm["root"], paths["overlay"])
+    if vm.get("data_disk") and not os.path.exists(paths["data"]):
+        # Empty, like a new board's data partition; it survives restarts, not removal.
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", paths["data"], vm["data_disk"]], check=True, capture_output=True)
     if vm["boot_mode"] == "uefi":
         if not os.path.exists(paths["esp"]):
             # A copy per VM (small): systemd-boot writes its random seed there, and the
@@ -592,7 +647,7 @@ def serial_tail(paths, lines=15):
 
 def start(vm, accel, ssh_port=None, attempts=3):
     """Start the VM (must not be running). Returns the new state dict."""
-    require_tools([QEMU, "qemu-img"])
+    require_tools([ARCHES[vm.get("arch", "amd64")]["qemu"], "qemu-img"])
     for key in ("root", "kernel", "initrd", "esp"):
         if vm.get(key) and not os.path.isfile(vm[key]):
             raise LabError("{} of {} not found: {} (build the image with the lab_image role)".format(key, vm["name"], vm[key]))

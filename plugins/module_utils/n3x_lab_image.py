@@ -490,6 +490,8 @@ def image_spec(
     files = overlay_files(ssh_pubkey, hostname, extra_files)
     ab = layout == "ab"
     uefi = uefi_cmdline is not None and not ab
+    if (uefi or ab) and arch != "amd64":
+        raise ImageError(f"the lab's UEFI boot (systemd-boot or GRUB for x86-64) is for amd64 images; build the {arch} image without uefi, layout single")
     # systemd-boot's EFI binary is tiny; with it the same image boots both ways.
     # busybox-static is the lab initrd's userland.
     pkgs = sorted(set(packages) | {"busybox-static"} | ({"systemd-boot-efi"} if uefi else set()) | (set(AB_PACKAGES) if ab else set()))
@@ -670,8 +672,13 @@ def _single(tree, pattern):
     return found[0]
 
 
-def module_load_order(modules_dep_text, wanted):
-    """Relative .ko paths to insmod, dependencies first, from a modules.dep text."""
+def module_load_order(modules_dep_text, wanted, builtin_text=""):
+    """Relative .ko paths to insmod, dependencies first, from a modules.dep text.
+
+    Modules that modules.builtin lists (compiled into the kernel, as virtio is in
+    Debian's arm64 kernel) need no insmod and are skipped.
+    """
+    builtin = {os.path.basename(line.strip())[: -len(".ko")].replace("-", "_") for line in builtin_text.splitlines() if line.strip()}
     deps = {}
     for line in modules_dep_text.splitlines():
         if ":" in line:
@@ -691,7 +698,8 @@ def module_load_order(modules_dep_text, wanted):
             order.append(mod)
 
     for name in wanted:
-        visit(name + ".ko")
+        if name.replace("-", "_") not in builtin:
+            visit(name + ".ko")
     return order
 
 
@@ -716,8 +724,12 @@ def cpio_newc(entries):
 def build_lab_initrd(tree, dest, spec):
     """Write the small lab initrd (see LAB_INIT) for the tree's kernel."""
     kdir = os.path.dirname(_single(tree, "lib/modules/*/modules.dep"))
+    builtin = ""
+    if os.path.exists(os.path.join(kdir, "modules.builtin")):
+        with open(os.path.join(kdir, "modules.builtin")) as fh:
+            builtin = fh.read()
     with open(os.path.join(kdir, "modules.dep")) as fh:
-        order = module_load_order(fh.read(), spec["lab_initrd"]["modules"])
+        order = module_load_order(fh.read(), spec["lab_initrd"]["modules"], builtin)
     names = [os.path.basename(m)[: -len(".ko")] for m in order]
     with open(os.path.join(tree, "bin/busybox"), "rb") as fh:
         busybox = fh.read()
@@ -835,6 +847,38 @@ def build_ab_disk(workdir, root, esp, spec, seed, log):
     return disk
 
 
+def host_arch():
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+# qemu-user binary names (binfmt_misc entries) per Debian architecture.
+BINFMT_NAMES = {"amd64": "qemu-x86_64", "arm64": "qemu-aarch64", "armhf": "qemu-arm", "riscv64": "qemu-riscv64"}
+
+
+def check_foreign_arch(arch, binfmt_dir="/proc/sys/fs/binfmt_misc"):
+    """Fail clearly when an image of another architecture cannot be built on this host.
+
+    mmdebstrap runs the guest's maintainer scripts, which needs qemu-user-static
+    registered with binfmt_misc.
+    """
+    if arch == host_arch():
+        return
+    entry = os.path.join(binfmt_dir, BINFMT_NAMES.get(arch, "qemu-" + arch))
+    try:
+        with open(entry) as fh:
+            enabled = fh.readline().strip() == "enabled"
+    except OSError:
+        enabled = False
+    if not enabled:
+        raise ImageError(
+            f"building an {arch} image on this {host_arch()} host needs {os.path.basename(entry)} in binfmt_misc: "
+            "apt-get install qemu-user-static binfmt-support, then (as root) "
+            "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable "
+            "(scripts/bootstrap does this)"
+        )
+
+
 def build(cache_dir, spec, groups, base_packages=(), force=False):
     """Build (or reuse) the image for spec. Returns (manifest, built: bool)."""
     key = cache_key(spec)
@@ -844,6 +888,7 @@ def build(cache_dir, spec, groups, base_packages=(), force=False):
         if found:
             return found, False
     require_tools(["mmdebstrap", "mkfs.ext4", "dpkg-query", "systemctl"])
+    check_foreign_arch(spec["arch"])
     if os.geteuid() != 0:
         raise ImageError("building a lab image needs root (mmdebstrap --mode=root, device nodes)")
     lock_path = os.path.join(cache_dir, key + ".lock")

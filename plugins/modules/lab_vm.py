@@ -76,6 +76,13 @@ options:
     description: Extra kernel arguments (direct boot).
     type: str
     default: ""
+  data_disk:
+    description:
+      - Size (C(512M), C(2G)) of an empty second disk, the guest's
+        C(/dev/disk/by-id/virtio-n3x-data); kept across restarts, removed with the VM.
+      - Empty for none.
+    type: str
+    default: ""
   ssh_port:
     description: Preferred forwarded SSH port; a free one is chosen when omitted or taken.
     type: int
@@ -183,6 +190,7 @@ def main():
             "nics": {"type": "list", "elements": "raw", "default": []},
             "mac": {"type": "str"},
             "append": {"type": "str", "default": ""},
+            "data_disk": {"type": "str", "default": ""},
             "ssh_port": {"type": "int"},
             "wait_ssh": {"type": "bool", "default": False},
             "wait_timeout": {"type": "int", "default": 180},
@@ -200,7 +208,7 @@ def main():
     try:
         if p["state"] != "started":
             running = lab.running_pid(paths) is not None
-            exists = any(os.path.exists(paths[k]) for k in ("overlay", "esp", "vars", "serial", "state"))
+            exists = any(os.path.exists(paths[k]) for k in ("overlay", "data", "esp", "vars", "serial", "state"))
             changed = running or (p["state"] == "absent" and exists)
             if not module.check_mode:
                 if p["state"] == "absent":
@@ -210,6 +218,7 @@ def main():
             module.exit_json(changed=changed, **result)
 
         image = p["image_dir"]
+        arch = lab.image_arch(image)
         vm = lab.vm_definition(
             p["name"],
             p["lab_dir"],
@@ -231,6 +240,8 @@ def main():
             append=p["append"],
             ovmf_code=p["ovmf_code"],
             ovmf_vars=p["ovmf_vars"],
+            arch=arch,
+            data_disk=p["data_disk"],
         )
         pid, same, state = lab.status(vm)
         changed = not (pid and same)
@@ -239,7 +250,7 @@ def main():
         if changed:
             if pid:
                 lab.stop(paths)
-            accel, reason = lab.resolve_accel(p["accel"], os.path.join(image, "vmlinuz"), p["accel_cache"], p["probe_timeout"])
+            accel, reason = lab.resolve_accel(p["accel"], os.path.join(image, "vmlinuz"), p["accel_cache"], p["probe_timeout"], arch=arch)
             state = lab.start(vm, accel, ssh_port=p["ssh_port"])
             result["accel_reason"] = reason
         if p["wait_ssh"]:

@@ -134,3 +134,26 @@ def test_cpio_newc_layout():
     fields = data[second + 6 : second + 6 + 13 * 8]
     assert int(fields[9 * 8 : 10 * 8], 16) == 5
     assert int(fields[10 * 8 : 11 * 8], 16) == 1
+
+
+def test_module_load_order_skips_built_in_modules():
+    builtin = "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/net/virtio_net.ko\n"
+    order = [m.rsplit("/", 1)[1] for m in img.module_load_order(DEP, ["virtio_pci", "virtio_net", "virtio_blk"], builtin)]
+    assert order == ["virtio.ko", "virtio_ring.ko", "virtio_blk.ko"]
+
+
+def test_foreign_arch_needs_qemu_user_in_binfmt(tmp_path, monkeypatch):
+    monkeypatch.setattr(img, "host_arch", lambda: "amd64")
+    img.check_foreign_arch("amd64", str(tmp_path))  # native: nothing to check
+    with pytest.raises(img.ImageError, match="qemu-user-static"):
+        img.check_foreign_arch("arm64", str(tmp_path))
+    (tmp_path / "qemu-aarch64").write_text("disabled\n")
+    with pytest.raises(img.ImageError, match="qemu-aarch64"):
+        img.check_foreign_arch("arm64", str(tmp_path))
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    img.check_foreign_arch("arm64", str(tmp_path))
+
+
+def test_lab_uefi_is_amd64_only():
+    with pytest.raises(img.ImageError, match="amd64"):
+        img.image_spec(["systemd"], "ssh-ed25519 AAAA lab", arch="arm64", uefi_cmdline="console=ttyAMA0")

@@ -244,3 +244,57 @@ def test_disk_boot_lets_ovmf_boot_the_image_disk(tmp_path):
     assert any(d.startswith("if=pflash") and d.endswith(str(code)) for d in drives)
     assert not any("id=esp" in d for d in drives)
     assert any("drive=root" in d and "bootindex=0" in d for d in devices)
+
+
+# --- arm64 guests (the Jetson stand-in) and the data disk
+
+
+def test_arm64_vm_boots_directly_on_the_virt_machine(tmp_path):
+    vm = direct_vm(tmp_path, arch="arm64")
+    argv = lab.qemu_argv(vm, 2222, "tcg")
+    assert argv[0] == "qemu-system-aarch64"
+    assert opt_values(argv, "-machine") == ["virt"]
+    assert opt_values(argv, "-cpu") == ["cortex-a72"]
+    append = opt_values(argv, "-append")[0].split()
+    assert "console=ttyAMA0" in append
+    assert "console=ttyS0" not in append
+
+
+def test_amd64_vm_keeps_q35_and_no_cpu_model_under_tcg(tmp_path):
+    argv = lab.qemu_argv(direct_vm(tmp_path), 2222, "tcg")
+    assert opt_values(argv, "-machine") == ["q35"]
+    assert opt_values(argv, "-cpu") == []
+
+
+def test_arm64_uefi_and_unknown_arches_are_refused(tmp_path):
+    with pytest.raises(lab.LabError, match="boot directly"):
+        direct_vm(tmp_path, arch="arm64", boot_mode="uefi", esp="/img/esp.img")
+    with pytest.raises(lab.LabError, match="arch must be one of"):
+        direct_vm(tmp_path, arch="riscv64")
+
+
+def test_foreign_guests_run_under_tcg_and_refuse_kvm(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "HOST_ARCH", "amd64")
+    cache = str(tmp_path / "probe.json")
+    accel, reason = lab.resolve_accel("auto", "/img/vmlinuz", cache, arch="arm64")
+    assert accel == "tcg"
+    assert "arm64 guest on an amd64 host" in reason
+    with pytest.raises(lab.LabError, match="cannot use KVM"):
+        lab.resolve_accel("kvm", "/img/vmlinuz", cache, arch="arm64")
+
+
+def test_data_disk_is_a_second_virtio_disk_with_a_stable_name(tmp_path):
+    vm = direct_vm(tmp_path, data_disk="1G")
+    argv = lab.qemu_argv(vm, 2222, "tcg")
+    lab_dir = str(tmp_path / "lab")
+    assert f"if=none,id=data,format=qcow2,cache=unsafe,discard=unmap,file={lab_dir}/server-1.data.qcow2" in opt_values(argv, "-drive")
+    assert "virtio-blk-pci,drive=data,addr=0x6,serial=n3x-data" in opt_values(argv, "-device")
+    assert not any("id=data" in d for d in opt_values(lab.qemu_argv(direct_vm(tmp_path), 2222, "tcg"), "-drive"))
+    with pytest.raises(lab.LabError, match="data_disk"):
+        direct_vm(tmp_path, data_disk="lots")
+
+
+def test_image_arch_comes_from_the_manifest(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"spec": {"arch": "arm64"}}')
+    assert lab.image_arch(str(tmp_path)) == "arm64"
+    assert lab.image_arch(str(tmp_path / "missing")) == "amd64"
