@@ -198,6 +198,24 @@ def render_sw_description(version, hardware, images, slots=SLOTS, description=No
 # --- cpio, newc with CRC -------------------------------------------------------------
 
 
+def member_span(data, name):
+    """(header offset, data offset, size) of member `name` in a newc-crc archive (a .swu).
+
+    For inspecting bundles; raises KeyError when the archive has no such member.
+    """
+    offset = 0
+    while True:
+        namesize, size = int(data[offset + 94 : offset + 102], 16), int(data[offset + 54 : offset + 62], 16)
+        member = data[offset + 110 : offset + 110 + namesize - 1].decode()
+        start = offset + 110 + namesize
+        start += -start % 4
+        if member == name:
+            return offset, start, size
+        if member == CPIO_TRAILER:
+            raise KeyError(name)
+        offset = start + size + (-(start + size) % 4)
+
+
 def _cpio_header(ino, name, size, checksum, mode=0o100644, nlink=1):
     encoded = name.encode() + b"\0"
     fields = [ino, mode, 0, 0, nlink, CPIO_MTIME, size, 0, 0, 0, 0, len(encoded), checksum]

@@ -116,25 +116,10 @@ def lab(lab_root):
     return lab
 
 
-def member_span(data, name):
-    """(header offset, data offset, size) of a member of a newc-crc archive."""
-    offset = 0
-    while True:
-        namesize, size = int(data[offset + 94 : offset + 102], 16), int(data[offset + 54 : offset + 62], 16)
-        member = data[offset + 110 : offset + 110 + namesize - 1].decode()
-        start = offset + 110 + namesize
-        start += -start % 4
-        if member == name:
-            return offset, start, size
-        if member == swu.CPIO_TRAILER:
-            raise KeyError(name)
-        offset = start + size + (-(start + size) % 4)
-
-
 def altered(source, dest, name, position, fix_checksum):
     """Copy a bundle with one byte of member `name` flipped, optionally with a matching cpio checksum."""
     data = bytearray(source.read_bytes())
-    header, start, size = member_span(data, name)
+    header, start, size = swu.member_span(data, name)
     data[start + position] ^= 0xFF
     if fix_checksum:
         data[header + 102 : header + 110] = b"%08X" % (sum(data[start : start + size]) & 0xFFFFFFFF)
@@ -190,7 +175,7 @@ def test_a_bundle_for_one_slot_cannot_install_to_the_other(lab):
 def _rejections(lab):
     good = lab.bundle("good")
     edited = bytearray(good.read_bytes())
-    header, start, size = member_span(edited, "sw-description")
+    header, start, size = swu.member_span(edited, "sw-description")
     text = bytes(edited[start : start + size])
     assert b'version = "1.0.0"' in text
     edited[start : start + size] = text.replace(b'version = "1.0.0"', b'version = "9.9.9"')

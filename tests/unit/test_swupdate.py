@@ -331,3 +331,16 @@ def test_install_argv():
     for bad in ({}, {"bundle": "/b", "url": "http://x/"}, {"url": "http://x/ -v"}, {"url": "http://x/", "check": True}):
         with pytest.raises(swu.SwupdateError):
             swu.install_argv("stable,slot_a", **bad)
+
+
+def test_member_span_finds_members_of_a_built_bundle(tmp_path):
+    rootfs = tmp_path / "r.img"
+    rootfs.write_bytes(b"payload-bytes")
+    swu.build_bundle(str(tmp_path / "b.swu"), "1", ["lab:1"], [{"path": str(rootfs)}], slot="inactive", active_slot="a")
+    data = (tmp_path / "b.swu").read_bytes()
+    header, start, size = swu.member_span(data, "r.img")
+    assert data[start : start + size] == b"payload-bytes"
+    assert data[header : header + 6] == b"070702"
+    assert swu.member_span(data, "sw-description")[0] == 0
+    with pytest.raises(KeyError):
+        swu.member_span(data, "missing")

@@ -96,21 +96,6 @@ def broken_bundle(image_dir, keys, work):
 # --- rejected bundles: a small image is enough, swupdate refuses them before writing --------
 
 
-def member_span(data, name):
-    """(header offset, data offset, size) of a member of a newc-crc archive."""
-    offset = 0
-    while True:
-        namesize, size = int(data[offset + 94 : offset + 102], 16), int(data[offset + 54 : offset + 62], 16)
-        member = data[offset + 110 : offset + 110 + namesize - 1].decode()
-        start = offset + 110 + namesize
-        start += -start % 4
-        if member == name:
-            return offset, start, size
-        if member == swu.CPIO_TRAILER:
-            raise KeyError(name)
-        offset = start + size + (-(start + size) % 4)
-
-
 @pytest.fixture(scope="module")
 def rejected(keys, work):
     payload = work / "small.ext4"
@@ -119,7 +104,7 @@ def rejected(keys, work):
     swu.generate_signing_key(other_key, other_cert, common_name="somebody else", bits=2048)
     good = bundle(work / "small-good.swu", payload, "1.0.1", *keys)
     data = bytearray(good.read_bytes())
-    header, start, size = member_span(data, "rootfs.ext4")
+    header, start, size = swu.member_span(data, "rootfs.ext4")
     data[start + 4096] ^= 0xFF
     # The cpio checksum is fixed too: only the signed sha256 can catch the change.
     data[header + 102 : header + 110] = b"%08X" % (sum(data[start : start + size]) & 0xFFFFFFFF)
