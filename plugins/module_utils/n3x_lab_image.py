@@ -24,6 +24,8 @@ import time
 import uuid
 import zlib
 
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_lab import HOST_ARCH
+
 # Bump when the build procedure changes in a way that changes the image.
 IMAGE_FORMAT = 3
 
@@ -848,8 +850,7 @@ def build_ab_disk(workdir, root, esp, spec, seed, log):
 
 
 def host_arch():
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    return HOST_ARCH
 
 
 # qemu-user binary names (binfmt_misc entries) per Debian architecture.

@@ -63,7 +63,6 @@ class Lab:
         self.boot = root / "boot"
         (self.boot / "grub").mkdir(parents=True)
         self.grubenv = self.boot / "grub" / "grubenv"
-        self.runs = []
         self.reset()
 
     def slot(self, name):
@@ -98,7 +97,6 @@ class Lab:
             outcome, output, runs = swu.run_install(command, timeout=180, env={**os.environ, "TMPDIR": scratch})
         output = "\n".join(line for line in output.splitlines() if "lua_report_exception" not in line)
         assert outcome != "interrupted", f"swupdate's start-up race struck {runs} times in a row:\n{output}"
-        self.runs.append(runs)
         return outcome, output
 
 
