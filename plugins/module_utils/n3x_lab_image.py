@@ -81,8 +81,9 @@ DEFAULT_INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic
 # The lab initrd (initrd-lab.img): busybox, the virtio modules and a short /init that
 # mounts /dev/vda, sets up eth0 and switches to the root. Without udev it is ~5 s faster
 # under TCG than the initramfs-tools one (which stays in the image as initrd.img). Loading
-# virtio_net here also names the NICs eth0, eth1... strictly in PCI slot order.
-LAB_INITRD_MODULES = ["virtio_pci", "virtio_blk", "virtio_net"]
+# virtio_net here also names the NICs eth0, eth1... strictly in PCI slot order. ext4 and
+# crc32c are built into the amd64 cloud kernel but are modules in Debian's arm64 kernel.
+LAB_INITRD_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "crc32c_generic", "ext4"]
 LAB_INIT = """#!/bin/busybox sh
 # n3x lab initrd: load virtio, mount the root filesystem, hand over to systemd.
 bb=/bin/busybox
