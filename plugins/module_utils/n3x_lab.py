@@ -586,12 +586,21 @@ def _remove(paths, keys):
             os.unlink(paths[key])
 
 
+# A VM's files that outlive its QEMU process (pid and qmp go with it).
+VM_FILES = ("overlay", "data", "esp", "vars", "serial", "state")
+
+
+def has_files(paths):
+    """Whether any file of the VM is left (it exists, running or not)."""
+    return any(os.path.exists(paths[k]) for k in VM_FILES)
+
+
 def remove(paths):
     """Stop the VM and delete all of its files. Returns True when anything existed."""
     stopped = stop(paths)
-    existed = [k for k in ("overlay", "data", "esp", "vars", "serial", "state") if os.path.exists(paths[k])]
-    _remove(paths, ("overlay", "data", "esp", "vars", "serial", "state", "pid", "qmp"))
-    return stopped or bool(existed)
+    existed = has_files(paths)
+    _remove(paths, (*VM_FILES, "pid", "qmp"))
+    return stopped or existed
 
 
 def _qemu_img_overlay(base, overlay):

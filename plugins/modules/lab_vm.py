@@ -208,7 +208,7 @@ def main():
     try:
         if p["state"] != "started":
             running = lab.running_pid(paths) is not None
-            exists = any(os.path.exists(paths[k]) for k in ("overlay", "data", "esp", "vars", "serial", "state"))
+            exists = lab.has_files(paths)
             changed = running or (p["state"] == "absent" and exists)
             if not module.check_mode:
                 if p["state"] == "absent":
