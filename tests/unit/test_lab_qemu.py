@@ -1,6 +1,8 @@
 """QEMU command lines, MACs, ports and lab segments of the lab VMs (pure functions only)."""
 
 import socket
+import subprocess
+import time
 
 import pytest
 
@@ -201,6 +203,23 @@ def test_stale_pidfile_is_removed(tmp_path):
     (tmp_path / "gone.pid").write_text("1\n")
     assert lab.running_pid(paths) is None
     assert not (tmp_path / "gone.pid").exists()
+
+
+def test_stop_does_not_wait_for_init_to_reap(tmp_path):
+    # A daemonized QEMU's parent is init; here the test is the parent and reaps only at the
+    # end, so the stopped process stays a zombie the whole time, as under a slow init.
+    paths = lab.vm_paths(str(tmp_path), "vm")
+    proc = subprocess.Popen(["sleep", "60", paths["pid"]])
+    try:
+        (tmp_path / "vm.pid").write_text(f"{proc.pid}\n")
+        assert lab.running_pid(paths) == proc.pid
+        started = time.monotonic()
+        assert lab.stop(paths)
+        assert time.monotonic() - started < 1
+        assert lab.running_pid(paths) is None
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_missing_qemu_names_the_debian_package(monkeypatch):
