@@ -1,5 +1,7 @@
 """Lab image cache keys, package lists, the mmdebstrap command line and the lab initrd."""
 
+import os
+
 import pytest
 
 from ansible_collections.n3x.cluster.plugins.module_utils import n3x_lab_image as img
@@ -69,6 +71,18 @@ def test_image_is_trimmed_for_boot_speed_and_uses_networkd():
         assert unit in s["masked_units"]
     assert "systemd-networkd.service" in s["enabled_units"]
     assert s["files"]["/root/.ssh/authorized_keys"] == ["0600", "ssh-ed25519 AAAA lab\n"]
+
+
+def test_customize_tree_masks_generators_and_blacklists_unused_drivers(tmp_path, monkeypatch):
+    monkeypatch.setattr(img, "_run", lambda argv, log: None)  # systemctl --root: not under test
+    s = spec()
+    img.customize_tree(str(tmp_path), s, None)
+    generators = tmp_path / "etc/systemd/system-generators"
+    assert sorted(p.name for p in generators.iterdir()) == sorted(img.DEFAULT_MASKED_GENERATORS)
+    assert all(os.readlink(p) == "/dev/null" for p in generators.iterdir())
+    assert "systemd-fstab-generator" not in img.DEFAULT_MASKED_GENERATORS
+    assert "blacklist kvm\n" in (tmp_path / "etc/modprobe.d/n3x-lab.conf").read_text()
+    img.customize_tree(str(tmp_path), s, None)  # an existing tree: the links stay
 
 
 def test_verify_packages_names_the_missing_ones_per_group():
