@@ -67,9 +67,10 @@ def plan(dest, files, prune=True):
     return to_write, to_chmod, to_remove
 
 
-def apply(dest, files, prune=True, check_mode=False):
-    """Make dest hold exactly these generated files. Returns the plan that was carried out."""
-    to_write, to_chmod, to_remove = plan(dest, files, prune)
+def apply(dest, files, prune=True, check_mode=False, planned=None):
+    """Make dest hold exactly these generated files. Returns the plan that was carried out
+    (`planned`, when the caller has made it already with plan())."""
+    to_write, to_chmod, to_remove = planned or plan(dest, files, prune)
     if check_mode:
         return to_write, to_chmod, to_remove
     by_path = {os.path.normpath(os.path.relpath(item["path"], dest) if os.path.isabs(item["path"]) else item["path"]): item for item in files}

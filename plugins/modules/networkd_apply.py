@@ -1,0 +1,178 @@
+#!/usr/bin/python
+# Copyright: n3x developers
+# MIT License
+"""Install a node's systemd-networkd units, apply them when they changed, wait for the links."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: networkd_apply
+short_description: Install a node's networkd units, apply them on change and wait for its interfaces
+version_added: 0.1.0
+description:
+  - Installs the given files (the node's units and module list from
+    P(n3x.cluster.networkd_files#filter)) like M(n3x.cluster.managed_files), removing stale
+    files n3x generated earlier and never touching others.
+  - Only when a file was written or removed, applies the change - loads O(kernel_modules)
+    (C(modprobe -a)), deletes each device whose C(.netdev) changed (networkd changes neither a
+    bond's mode nor a VLAN id in place), enables systemd-networkd if it is not, starts it,
+    runs C(networkctl reload) and C(networkctl reconfigure) on O(reconfigure). A run with
+    nothing to change leaves every link alone.
+  - Then, changed or not, waits up to O(wait_timeout) seconds until every interface of
+    O(wait_for) reaches its state (C(systemd-networkd-wait-online)), and fails with their
+    C(networkctl status) when one does not.
+  - One module run for the whole step - each run costs seconds on a small board or an emulated
+    lab VM.
+options:
+  files:
+    description: The files to install, with absolute paths.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      path:
+        description: Absolute path of the file.
+        type: str
+        required: true
+      content:
+        description: The file's text.
+        type: str
+        required: true
+      mode:
+        description: Octal file mode.
+        type: str
+        default: "0644"
+  kernel_modules:
+    description: Kernel modules the network needs now (C(8021q), C(bonding)); loaded when a file changed.
+    type: list
+    elements: str
+    default: []
+  reconfigure:
+    description: Physical interfaces to reconfigure when a file changed.
+    type: list
+    elements: str
+    default: []
+  wait_for:
+    description: Interfaces to wait for, as C(NAME) or C(NAME:OPERSTATE) (C(systemd-networkd-wait-online --interface)).
+    type: list
+    elements: str
+    default: []
+  wait_timeout:
+    description: Seconds to wait for O(wait_for).
+    type: int
+    default: 60
+attributes:
+  check_mode:
+    support: full
+    details: Reports the files that would change; applies nothing and does not wait.
+  diff_mode:
+    support: full
+    details: The text of each file before and after.
+  platform:
+    platforms: posix
+requirements:
+  - systemd-networkd and networkctl on the node.
+seealso:
+  - module: n3x.cluster.managed_files
+  - plugin: n3x.cluster.networkd_files
+    plugin_type: filter
+author:
+  - n3x developers
+"""
+
+EXAMPLES = r"""
+- name: Install, apply and wait for the node's network
+  n3x.cluster.networkd_apply:
+    files: "{{ loaded.profile | n3x.cluster.networkd_files(inventory_hostname) }}"
+    kernel_modules: "{{ node.kernel_modules }}"
+    reconfigure: "{{ node.physical_interfaces }}"
+    wait_for: "{{ node.networkd_interfaces }}"
+    wait_timeout: 60
+"""
+
+RETURN = r"""
+written:
+  description: Files written because their content changed.
+  returned: always
+  type: list
+  elements: str
+  sample: [etc/systemd/network/30-n3x-eth1.200.network]
+chmod:
+  description: Files whose mode was corrected.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Stale n3x-generated files removed.
+  returned: always
+  type: list
+  elements: str
+recreated:
+  description: Devices deleted so that networkd creates them from their changed C(.netdev).
+  returned: always
+  type: list
+  elements: str
+  sample: [bond0]
+commands:
+  description: Commands run to apply the change (none when nothing changed).
+  returned: always
+  type: list
+  elements: str
+  sample: [modprobe -a 8021q, systemctl start systemd-networkd.service, networkctl reload, networkctl reconfigure eth1]
+wait_seconds:
+  description: Seconds spent waiting for O(wait_for).
+  returned: when O(wait_for) is given, not in check mode
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import FilesError
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_module import exit_with
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_networkd_apply import converge
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "files": {
+                "type": "list",
+                "elements": "dict",
+                "required": True,
+                "options": {
+                    "path": {"type": "str", "required": True},
+                    "content": {"type": "str", "required": True, "no_log": False},
+                    "mode": {"type": "str", "default": "0644"},
+                },
+            },
+            "kernel_modules": {"type": "list", "elements": "str", "default": []},
+            "reconfigure": {"type": "list", "elements": "str", "default": []},
+            "wait_for": {"type": "list", "elements": "str", "default": []},
+            "wait_timeout": {"type": "int", "default": 60},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    def run(argv):
+        return module.run_command(argv)
+
+    try:
+        result = converge(
+            p["files"],
+            run,
+            kernel_modules=p["kernel_modules"],
+            reconfigure=p["reconfigure"],
+            wait_for=p["wait_for"],
+            wait_timeout=p["wait_timeout"],
+            check_mode=module.check_mode,
+            diff=module._diff,
+        )
+    except (FilesError, OSError, ValueError) as exc:
+        module.fail_json(msg=str(exc))
+    exit_with(module, result)
+
+
+if __name__ == "__main__":
+    main()
