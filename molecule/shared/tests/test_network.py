@@ -3,7 +3,7 @@
 import ipaddress
 
 import pytest
-from lab_helpers import ip_json
+from lab_helpers import ip_json, ping_each
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import network_roles, node_interfaces, node_vlan_ids
 
@@ -67,13 +67,9 @@ def test_dhcp_addresses_are_leases(host, profile, node, expected):
 
 def test_peers_reachable_on_every_role(host, profile, node, lab_nodes, expected):
     names = node_interfaces(profile, node)
-    for role in network_roles(profile):
-        for peer in lab_nodes:
-            if peer == node:
-                continue
-            address = profile["ip_addresses"][peer][role]
-            result = host.run(f"ping -c 2 -i 0.2 -W 2 -I {names[role]} {address}")
-            assert result.rc == 0, f"{node} cannot reach {peer} at {address} on {names[role]}: {result.stdout}"
+    peers = {(names[role], profile["ip_addresses"][peer][role]): peer for role in network_roles(profile) for peer in lab_nodes if peer != node}
+    for (interface, address), (rc, output) in ping_each(host, list(peers)).items():
+        assert rc == 0, f"{node} cannot reach {peers[interface, address]} at {address} on {interface}: {output}"
 
 
 def test_bond(host, profile, node, expected):

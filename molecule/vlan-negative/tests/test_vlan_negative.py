@@ -1,14 +1,11 @@
 """Nodes on mismatched VLANs are isolated; nodes on the same VLAN id reach each other."""
 
 import pytest
+from lab_helpers import ping_each
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import network_roles, node_interfaces, node_vlan_ids
 
 CONTROL_ADDRESS_OFFSET = 100
-
-
-def ping(host, interface, address):
-    return host.run(f"ping -c 3 -i 0.2 -W 1 -I {interface} {address}").rc == 0
 
 
 def test_each_node_tags_its_own_vlans(host, profile, node, expected):
@@ -20,15 +17,12 @@ def test_each_node_tags_its_own_vlans(host, profile, node, expected):
 def test_reachability_follows_vlan_ids(host, profile, node, lab_nodes, expected):
     names = node_interfaces(profile, node)
     mine = node_vlan_ids(profile, node)
+    probes = {(names[role], profile["ip_addresses"][peer][role]): (peer, role) for peer in lab_nodes if peer != node for role in network_roles(profile)}
+    pinged = ping_each(host, list(probes), count=3, wait=1)
     outcomes = []
-    for peer in lab_nodes:
-        if peer == node:
-            continue
+    for target, (peer, role) in probes.items():
         theirs = node_vlan_ids(profile, peer)
-        for role in network_roles(profile):
-            same = mine[role] == theirs[role]
-            reached = ping(host, names[role], profile["ip_addresses"][peer][role])
-            outcomes.append((peer, role, mine[role], theirs[role], same, reached))
+        outcomes.append((peer, role, mine[role], theirs[role], mine[role] == theirs[role], pinged[target][0] == 0))
     wrong = [o for o in outcomes if o[4] != o[5]]
     assert not wrong, "\n".join(
         f"{node} VLAN {a} -> {peer} VLAN {b} ({role}): {'reached' if reached else 'unreachable'}, expected {'reach' if same else 'isolation'}"
