@@ -37,7 +37,12 @@ def _is_ours(path):
 
 
 def plan(dest, files, prune=True):
-    """What apply() would do: (to_write, to_chmod, to_remove), paths relative to dest."""
+    """What apply() would do: (to_write, to_chmod, to_remove), paths relative to dest.
+
+    prune: True prunes every directory written to, a list only those directories (absolute
+    or relative to dest) - where a shared directory such as /etc/modules-load.d holds files
+    that other n3x steps generate.
+    """
     to_write, to_chmod, to_remove = [], [], []
     wanted = {}
     for item in files:
@@ -56,7 +61,10 @@ def plan(dest, files, prune=True):
         elif os.stat(target).st_mode & 0o7777 != mode:
             to_chmod.append(path)
     if prune:
-        for directory in sorted({os.path.dirname(path) for path in wanted}):
+        directories = {os.path.dirname(path) for path in wanted}
+        if prune is not True:
+            directories &= {os.path.normpath(os.path.relpath(d, dest) if os.path.isabs(d) else d) for d in prune}
+        for directory in sorted(directories):
             full = os.path.join(dest, directory)
             if not os.path.isdir(full):
                 continue

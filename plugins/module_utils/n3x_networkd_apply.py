@@ -84,9 +84,25 @@ def file_diffs(dest, files, paths, removed):
     return diffs
 
 
-def converge(files, run, kernel_modules=(), reconfigure=(), wait_for=(), wait_timeout=60, dest="/", check_mode=False, diff=False, clock=time.monotonic):
-    """Install, apply on change, wait. Returns the module result (failed and msg on failure)."""
-    to_write, to_chmod, to_remove = plan_files(dest, files)
+def converge(
+    files,
+    run,
+    kernel_modules=(),
+    reconfigure=(),
+    wait_for=(),
+    wait_timeout=60,
+    unit_dir="/etc/systemd/network",
+    dest="/",
+    check_mode=False,
+    diff=False,
+    clock=time.monotonic,
+):
+    """Install, apply on change, wait. Returns the module result (failed and msg on failure).
+
+    Stale n3x files are pruned from unit_dir only: the module list's directory is shared
+    with other n3x steps (kernel_settings).
+    """
+    to_write, to_chmod, to_remove = plan_files(dest, files, prune=[unit_dir])
     result = {"changed": bool(to_write or to_chmod or to_remove), "written": to_write, "chmod": to_chmod, "removed": to_remove, "recreated": [], "commands": []}
     if diff:
         result["diff"] = file_diffs(dest, files, to_write, to_remove)

@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Installs the given files (the node's units and module list from
     P(n3x.cluster.networkd_files#filter)) like M(n3x.cluster.managed_files), removing stale
-    files n3x generated earlier and never touching others.
+    files n3x generated earlier from O(unit_dir) and never touching others.
   - Only when a file was written or removed, applies the change - loads O(kernel_modules)
     (C(modprobe -a)), deletes each device whose C(.netdev) changed (networkd changes neither a
     bond's mode nor a VLAN id in place), enables systemd-networkd if it is not, starts it,
@@ -43,6 +43,12 @@ options:
         description: Octal file mode.
         type: str
         default: "0644"
+  unit_dir:
+    description:
+      - Directory of the units, the only one pruned of stale n3x-generated files (the module
+        list's directory holds files of other n3x steps).
+    type: path
+    default: /etc/systemd/network
   kernel_modules:
     description: Kernel modules the network needs now (C(8021q), C(bonding)); loaded when a file changed.
     type: list
@@ -146,6 +152,7 @@ def main():
                     "mode": {"type": "str", "default": "0644"},
                 },
             },
+            "unit_dir": {"type": "path", "default": "/etc/systemd/network"},
             "kernel_modules": {"type": "list", "elements": "str", "default": []},
             "reconfigure": {"type": "list", "elements": "str", "default": []},
             "wait_for": {"type": "list", "elements": "str", "default": []},
@@ -166,6 +173,7 @@ def main():
             reconfigure=p["reconfigure"],
             wait_for=p["wait_for"],
             wait_timeout=p["wait_timeout"],
+            unit_dir=p["unit_dir"],
             check_mode=module.check_mode,
             diff=module._diff,
         )

@@ -27,6 +27,15 @@ def test_prunes_only_stale_generated_files(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["20-n3x-eth1.network", "50-admin.network", "60-n3x-lookalike.network"]
 
 
+def test_prune_can_be_limited_to_some_directories(tmp_path):
+    for directory in ("net", "modules"):
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / "n3x-old.conf").write_text(OURS)
+    files = [{"path": "net/20-n3x-eth1.network", "content": OURS}, {"path": "modules/n3x-network.conf", "content": OURS}]
+    assert apply(str(tmp_path), files, prune=[str(tmp_path / "net")])[2] == ["net/n3x-old.conf"]
+    assert (tmp_path / "modules/n3x-old.conf").exists()
+
+
 def test_check_mode_changes_nothing(tmp_path):
     (tmp_path / "10-n3x-old.network").write_text(OURS)
     plan = apply(str(tmp_path), [{"path": "20-n3x-eth1.network", "content": OURS}], check_mode=True)

@@ -37,6 +37,7 @@ def vlan_files(root, profile="vlans"):
 
 
 def converge(files, node, **kw):
+    kw.setdefault("unit_dir", str(files[0]["path"]).rsplit("/", 1)[0])
     kw.setdefault("kernel_modules", ["8021q"])
     kw.setdefault("reconfigure", ["eth1"])
     kw.setdefault("wait_for", WAIT)
@@ -144,3 +145,17 @@ def test_diff_shows_only_files_that_change(tmp_path):
 )
 def test_recreated_devices_come_from_n3x_netdev_names(paths, devices):
     assert nap.recreated_devices(paths) == devices
+
+
+def test_other_n3x_files_beside_the_module_list_are_kept(tmp_path):
+    # kernel_settings writes n3x-k3s.conf next to n3x-network.conf; pruning it would make
+    # every converge rewrite both and reload networkd (found by k3s-prepare's idempotence).
+    files = vlan_files(tmp_path)
+    converge(files, Node())
+    k3s_modules = tmp_path / "etc/modules-load.d/n3x-k3s.conf"
+    k3s_modules.write_text(f"{GENERATED_MARKER} (n3x-k3s)\nbr_netfilter\n")
+    node = Node()
+    result = converge(files, node)
+    assert not result["changed"]
+    assert k3s_modules.exists()
+    assert node.commands == [" ".join(nap.wait_argv(WAIT, 60))]

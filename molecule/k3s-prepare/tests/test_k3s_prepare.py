@@ -6,9 +6,10 @@ import yaml
 
 def test_k3s_kernel_modules_loaded_and_persistent(host):
     loaded = host.run("cut -d' ' -f1 /proc/modules").stdout.split()
+    at_boot = host.file("/etc/modules-load.d/n3x-k3s.conf").content_string.splitlines()
     for module in ("br_netfilter", "overlay"):
         assert module in loaded
-        assert module in host.file(f"/etc/modules-load.d/{module}.conf").content_string
+        assert module in at_boot
 
 
 @pytest.mark.parametrize(
@@ -44,9 +45,10 @@ def test_config_written_but_no_k3s_installed(host, node, profile):
 
 def test_storage_kernel_modules_loaded_and_persistent(host):
     loaded = host.run("cut -d' ' -f1 /proc/modules").stdout.split()
+    at_boot = host.file("/etc/modules-load.d/n3x-storage.conf").content_string.splitlines()
     for module in ("iscsi_tcp", "dm_crypt"):
         assert module in loaded
-        assert module in host.file(f"/etc/modules-load.d/{module}.conf").content_string
+        assert module in at_boot
 
 
 def test_iscsi_initiator_name_set_and_iscsid_running(host):
