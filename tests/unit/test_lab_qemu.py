@@ -2,6 +2,7 @@
 
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -209,8 +210,11 @@ def test_stop_does_not_wait_for_init_to_reap(tmp_path):
     # A daemonized QEMU's parent is init; here the test is the parent and reaps only at the
     # end, so the stopped process stays a zombie the whole time, as under a slow init.
     paths = lab.vm_paths(str(tmp_path), "vm")
-    proc = subprocess.Popen(["sleep", "60", paths["pid"]])
+    # The pidfile's path on the command line makes it count as this VM's QEMU.
+    # It says when it runs: /proc/PID/cmdline is empty while exec is still under way.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(60)", paths["pid"]], stdout=subprocess.PIPE)
     try:
+        proc.stdout.readline()
         (tmp_path / "vm.pid").write_text(f"{proc.pid}\n")
         assert lab.running_pid(paths) == proc.pid
         started = time.monotonic()
@@ -219,7 +223,7 @@ def test_stop_does_not_wait_for_init_to_reap(tmp_path):
         assert lab.running_pid(paths) is None
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 def test_missing_qemu_names_the_debian_package(monkeypatch):
