@@ -36,6 +36,29 @@ def _is_ours(path):
         return False
 
 
+# The `files` option of the modules that install generated files (Ansible argument spec).
+FILES_OPTION = {
+    "type": "list",
+    "elements": "dict",
+    "required": True,
+    "options": {
+        "path": {"type": "str", "required": True},
+        "content": {"type": "str", "required": True, "no_log": False},
+        "mode": {"type": "str", "default": "0644"},
+    },
+}
+
+
+def relative_path(dest, path):
+    """A file's path relative to dest, normalised (absolute paths are taken inside dest)."""
+    return os.path.normpath(os.path.relpath(path, dest) if os.path.isabs(path) else path)
+
+
+def files_by_path(dest, files):
+    """{relative path: file item} of the wanted files."""
+    return {relative_path(dest, item["path"]): item for item in files}
+
+
 def plan(dest, files, prune=True):
     """What apply() would do: (to_write, to_chmod, to_remove), paths relative to dest.
 
@@ -46,10 +69,7 @@ def plan(dest, files, prune=True):
     to_write, to_chmod, to_remove = [], [], []
     wanted = {}
     for item in files:
-        path = item["path"]
-        if os.path.isabs(path):
-            path = os.path.relpath(path, dest)
-        path = os.path.normpath(path)
+        path = relative_path(dest, item["path"])
         if os.path.isabs(path) or path.startswith(".."):
             raise FilesError(f"{item['path']!r} must be a path inside {dest}")
         wanted[path] = item
@@ -63,7 +83,7 @@ def plan(dest, files, prune=True):
     if prune:
         directories = {os.path.dirname(path) for path in wanted}
         if prune is not True:
-            directories &= {os.path.normpath(os.path.relpath(d, dest) if os.path.isabs(d) else d) for d in prune}
+            directories &= {relative_path(dest, d) for d in prune}
         for directory in sorted(directories):
             full = os.path.join(dest, directory)
             if not os.path.isdir(full):
@@ -81,7 +101,7 @@ def apply(dest, files, prune=True, check_mode=False, planned=None):
     to_write, to_chmod, to_remove = planned or plan(dest, files, prune)
     if check_mode:
         return to_write, to_chmod, to_remove
-    by_path = {os.path.normpath(os.path.relpath(item["path"], dest) if os.path.isabs(item["path"]) else item["path"]): item for item in files}
+    by_path = files_by_path(dest, files)
     for path in to_write:
         item = by_path[path]
         target = os.path.join(dest, path)

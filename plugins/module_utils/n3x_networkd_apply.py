@@ -20,6 +20,7 @@ import re
 import time
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import apply as apply_files
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import files_by_path
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import plan as plan_files
 
 WAIT_ONLINE = "/lib/systemd/systemd-networkd-wait-online"
@@ -69,7 +70,7 @@ def _command_text(argv):
 
 def file_diffs(dest, files, paths, removed):
     """Ansible diff entries (before/after text) of the files about to change."""
-    by_path = {os.path.normpath(os.path.relpath(f["path"], dest) if os.path.isabs(f["path"]) else f["path"]): f for f in files}
+    by_path = files_by_path(dest, files)
     diffs = []
     for path in [*paths, *removed]:
         target = os.path.join(dest, path)

@@ -80,23 +80,14 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import FilesError, apply
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import FILES_OPTION, FilesError, apply
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
             "dest": {"type": "path", "required": True},
-            "files": {
-                "type": "list",
-                "elements": "dict",
-                "required": True,
-                "options": {
-                    "path": {"type": "str", "required": True},
-                    "content": {"type": "str", "required": True, "no_log": False},
-                    "mode": {"type": "str", "default": "0644"},
-                },
-            },
+            "files": FILES_OPTION,
             "prune": {"type": "bool", "default": True},
         },
         supports_check_mode=True,

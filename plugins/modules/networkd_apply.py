@@ -134,7 +134,7 @@ wait_seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import FilesError
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import FILES_OPTION, FilesError
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_module import exit_with
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_networkd_apply import converge
 
@@ -142,16 +142,7 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_networkd_apply imp
 def main():
     module = AnsibleModule(
         argument_spec={
-            "files": {
-                "type": "list",
-                "elements": "dict",
-                "required": True,
-                "options": {
-                    "path": {"type": "str", "required": True},
-                    "content": {"type": "str", "required": True, "no_log": False},
-                    "mode": {"type": "str", "default": "0644"},
-                },
-            },
+            "files": FILES_OPTION,
             "unit_dir": {"type": "path", "default": "/etc/systemd/network"},
             "kernel_modules": {"type": "list", "elements": "str", "default": []},
             "reconfigure": {"type": "list", "elements": "str", "default": []},
