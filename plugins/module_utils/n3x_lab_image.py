@@ -12,6 +12,7 @@ an unchanged spec is reused at once and VMs get qcow2 overlays on top of ``root.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -653,6 +654,66 @@ def lookup(cache_dir, key):
         if not os.path.isfile(paths[name]):
             return None
     return manifest if manifest.get("key") == key else None
+
+
+# An image directory's stamp file: its mtime says when a lab last used the image.
+LAST_USED_STAMP = "last-used"
+
+
+def mark_used(cache_dir, key, now=None):
+    """Note that a lab uses the image now (prune() keeps images in recent use)."""
+    stamp = os.path.join(image_paths(cache_dir, key)["dir"], LAST_USED_STAMP)
+    with open(stamp, "a"):
+        pass
+    os.utime(stamp, None if now is None else (now, now))
+
+
+def _last_used(image_dir):
+    for name in (LAST_USED_STAMP, "manifest.json"):
+        with contextlib.suppress(OSError):
+            return os.stat(os.path.join(image_dir, name)).st_mtime
+    return os.stat(image_dir).st_mtime
+
+
+def files_in_use(lab_root):
+    """Every path the lab VMs' state files under lab_root name (disks, kernels, initrds).
+
+    A VM's state file stays until the VM is removed, so a stopped VM keeps its image too.
+    """
+    found = set()
+    for state_file in glob.glob(os.path.join(lab_root, "*", "*.json")):
+        try:
+            with open(state_file) as fh:
+                state = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        for value in state.values() if isinstance(state, dict) else ():
+            found.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+    return found
+
+
+def prune(cache_dir, keep_days, keep=(), in_use=(), now=None):
+    """Remove the cached images no lab used for keep_days days. Returns their keys.
+
+    Never removes an image in `keep` or one whose files a path in `in_use` names
+    (files_in_use: a lab VM's backing disk or kernel).
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for key in sorted(os.listdir(cache_dir)):
+        image_dir = os.path.join(cache_dir, key)
+        if len(key) != 64 or key in keep or not os.path.isdir(image_dir):
+            continue
+        if any(path.startswith(image_dir + os.sep) for path in in_use):
+            continue
+        if now - _last_used(image_dir) < keep_days * 86400:
+            continue
+        shutil.rmtree(image_dir)
+        for leftover in (image_dir + ".lock", os.path.join(cache_dir, key[:12] + ".build.log")):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        removed.append(key)
+    return removed
 
 
 def installed_packages(tree):

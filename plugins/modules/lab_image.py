@@ -20,12 +20,24 @@ description:
     decides its content (packages, customisation, role version); an existing image with the
     same key is reused at once (RV(changed) is false).
   - Needs root and the Debian packages C(mmdebstrap), C(e2fsprogs), C(dosfstools) and C(mtools).
+  - With O(prune_days), removes the other cached images that no lab has used for that many
+    days, keeping every image that a lab VM under O(lab_root) still uses.
 author: n3x developers
 options:
   cache_dir:
     description: Directory holding the cached images.
     type: path
     default: ~/.cache/n3x/images
+  prune_days:
+    description:
+      - Remove other cached images not used (built or reused by this module) for this many
+        days; V(0) keeps every image.
+    type: int
+    default: 0
+  lab_root:
+    description: Directory of the labs (one directory per lab); the images their VMs use are never pruned.
+    type: path
+    default: ~/.cache/n3x/lab
   suite:
     description: Debian suite.
     type: str
@@ -155,6 +167,11 @@ build_seconds:
   description: How long the build took (of the cached image when reused).
   returned: success and not check mode
   type: float
+pruned:
+  description: Keys of the cached images removed by O(prune_days).
+  returned: success and not check mode
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -183,6 +200,8 @@ def main():
             "boot_attempts": {"type": "int", "default": 3},
             "role_version": {"type": "str", "default": "0"},
             "force": {"type": "bool", "default": False},
+            "prune_days": {"type": "int", "default": 0},
+            "lab_root": {"type": "path", "default": "~/.cache/n3x/lab"},
         },
         supports_check_mode=True,
     )
@@ -221,9 +240,11 @@ def main():
         if module.check_mode:
             module.exit_json(changed=cached is None, **result)
         manifest, built = img.build(p["cache_dir"], spec, chosen, p["base_packages"], force=p["force"])
-    except img.ImageError as exc:
+        img.mark_used(p["cache_dir"], key)
+        pruned = img.prune(p["cache_dir"], p["prune_days"], keep={key}, in_use=img.files_in_use(p["lab_root"])) if p["prune_days"] > 0 else []
+    except (img.ImageError, OSError) as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=built, packages=len(manifest["packages"]), build_seconds=manifest["build_seconds"], **result)
+    module.exit_json(changed=built or bool(pruned), packages=len(manifest["packages"]), build_seconds=manifest["build_seconds"], pruned=pruned, **result)
 
 
 if __name__ == "__main__":

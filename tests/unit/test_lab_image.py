@@ -1,5 +1,6 @@
 """Lab image cache keys, package lists, the mmdebstrap command line and the lab initrd."""
 
+import json
 import os
 
 import pytest
@@ -171,3 +172,48 @@ def test_foreign_arch_needs_qemu_user_in_binfmt(tmp_path, monkeypatch):
 def test_lab_uefi_is_amd64_only():
     with pytest.raises(img.ImageError, match="amd64"):
         img.image_spec(["systemd"], "ssh-ed25519 AAAA lab", arch="arm64", uefi_cmdline="console=ttyAMA0")
+
+
+DAY = 86400
+
+
+def cached_image(cache, key, used_days_ago, now):
+    image_dir = cache / key
+    image_dir.mkdir(parents=True)
+    (image_dir / "manifest.json").write_text("{}")
+    (cache / (key + ".lock")).write_text("")
+    img.mark_used(str(cache), key, now=now - used_days_ago * DAY)
+    return image_dir
+
+
+def test_prune_removes_only_images_unused_for_long(tmp_path):
+    now = 1_800_000_000
+    old, recent, current = "a" * 64, "b" * 64, "c" * 64
+    cached_image(tmp_path, old, 40, now)
+    cached_image(tmp_path, recent, 3, now)
+    cached_image(tmp_path, current, 90, now)
+    (tmp_path / "unrelated").mkdir()
+    assert img.prune(str(tmp_path), 30, keep={current}, now=now) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent, recent + ".lock", current, current + ".lock", "unrelated"])
+
+
+def test_prune_keeps_images_a_lab_vm_uses(tmp_path):
+    now = 1_800_000_000
+    cache, labs = tmp_path / "images", tmp_path / "lab"
+    used = cached_image(cache, "d" * 64, 400, now)
+    cached_image(cache, "e" * 64, 400, now)
+    (labs / "default").mkdir(parents=True)
+    (labs / "default/server-1.json").write_text(json.dumps({"root": str(used / "root.img"), "argv": ["-kernel", str(used / "vmlinuz")]}))
+    (labs / "default/broken.json").write_text("{not json")
+    in_use = img.files_in_use(str(labs))
+    assert str(used / "vmlinuz") in in_use
+    assert img.prune(str(cache), 30, in_use=in_use, now=now) == ["e" * 64]
+
+
+def test_an_image_without_a_stamp_ages_from_its_manifest(tmp_path):
+    image_dir = tmp_path / ("f" * 64)
+    image_dir.mkdir()
+    (image_dir / "manifest.json").write_text("{}")
+    os.utime(image_dir / "manifest.json", (1_000_000_000, 1_000_000_000))
+    assert img.prune(str(tmp_path), 30, now=1_000_000_000 + 29 * DAY) == []
+    assert img.prune(str(tmp_path), 30, now=1_000_000_000 + 31 * DAY) == ["f" * 64]
