@@ -39,8 +39,8 @@ SCENARIOS = [
 NEEDS_K3S = {s for s in SCENARIOS if s.startswith(("l3-", "l4-")) or s in ("k3s-storage", "k3s-network")}
 # Full suite only, with their wall time here (TCG, 2 cores).
 SLOW = {
-    "swupdate-ab-ota": "about 25 min: five OTA behaviours, 7 reboots and 568 MB bundles",
-    "jetson-arm64": "about 8 min with the arm64 image cached, 10 min more to build it: arm64 under TCG",
+    "swupdate-ab-ota": "about 17 min: five OTA behaviours, 7 reboots and 568 MB bundles",
+    "jetson-arm64": "about 5 min with the arm64 image cached, 8 min more to build it: arm64 under TCG",
 }
 # Not run here: `default` renders on the controller only (tests/integration covers it).
 NOT_RUN = {"default"}
