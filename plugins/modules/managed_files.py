@@ -23,30 +23,13 @@ options:
     description: Directory the file paths are relative to.
     type: path
     required: true
-  files:
-    description: The files.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      path:
-        description: Path relative to O(dest), or an absolute path inside O(dest); subdirectories are created.
-        type: str
-        required: true
-      content:
-        description: The file's text.
-        type: str
-        required: true
-      mode:
-        description: Octal file mode.
-        type: str
-        default: "0644"
   prune:
     description: Remove stale n3x-generated files from the directories written to.
     type: bool
     default: true
 extends_documentation_fragment:
   - n3x.cluster.attributes
+  - n3x.cluster.files
 author:
   - n3x developers
 """

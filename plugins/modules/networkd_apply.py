@@ -25,24 +25,6 @@ description:
   - One module run for the whole step - each run costs seconds on a small board or an emulated
     lab VM.
 options:
-  files:
-    description: The files to install, with absolute paths.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      path:
-        description: Absolute path of the file.
-        type: str
-        required: true
-      content:
-        description: The file's text.
-        type: str
-        required: true
-      mode:
-        description: Octal file mode.
-        type: str
-        default: "0644"
   unit_dir:
     description:
       - Directory of the units, the only one pruned of stale n3x-generated files (the module
@@ -77,6 +59,8 @@ attributes:
     details: The text of each file before and after.
   platform:
     platforms: posix
+extends_documentation_fragment:
+  - n3x.cluster.files
 requirements:
   - systemd-networkd and networkctl on the node.
 seealso:
