@@ -15,6 +15,7 @@ import re
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import GENERATED_MARKER
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import apply as apply_files
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import plan as plan_files
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -54,7 +55,7 @@ def converge(name, modules, sysctls, run, root="/", proc_sys="/proc/sys", sys_mo
         raise KernelError(f"name: {name!r} is not a file name (letters, digits, '.', '_', '-')")
     sysctls = {key: _normalized(value) for key, value in sysctls.items()}
     files = [{**f, "path": os.path.join(root, f["path"].lstrip("/"))} for f in settings_files(name, modules, sysctls)]
-    planned = apply_files(root, files, prune=False, check_mode=True)
+    planned = plan_files(root, files, prune=False)
     missing = [m for m in modules if not module_loaded(m, sys_module)]
     result = {"changed": False, "written": planned[0] + planned[1], "loaded": missing, "set": []}
     if not check_mode:
