@@ -15,17 +15,27 @@ description:
     from C(/sys/bus/usb/devices) or, when sysfs has no USB tree, from C(lsusb), and returns
     the NVIDIA devices (vendor C(0955)) whose product id is a Jetson module in Force Recovery
     Mode (APX), with the module name, its compatible board configs and its USB path.
-  - Product ids (L4T r36 Quick Start) C(7323) Orin NX 16GB, C(7423) Orin NX 8GB, C(7523)
-    Orin Nano 8GB, C(7623) Orin Nano 4GB; C(7023) and C(7223) AGX Orin.
+  - Product ids (fill_devpaths() in the BSP's C(tools/kernel_flash/l4t_initrd_flash.sh))
+    C(7323) Orin NX 16GB, C(7423) Orin NX 8GB, C(7523) Orin Nano 8GB, C(7623) Orin Nano 4GB;
+    C(7023) and C(7223) AGX Orin.
+  - With O(bsp_dir) and O(board_config), the module family comes from the common file the
+    board config sources (C(p3767.conf.common) Orin NX/Nano, C(p3701.conf.common) AGX Orin) and
+    a board of another family is refused.
   - Fails with a message naming what it found when no board is in recovery mode, when the
-    board found is the wrong module for O(board_config), or when more than one fits and no
-    O(usb_path) says which. It never changes anything.
+    board found is the wrong module, when O(storage) is C(sd) and the module has no microSD slot,
+    or when more than one fits and no O(usb_path) says which. With O(required=false) it returns
+    the reason in RV(reason) instead (for polling with C(until)). It never changes anything.
 options:
+  bsp_dir:
+    description: The BSP's C(Linux_for_Tegra) directory, to read O(board_config) from.
+    type: path
   board_config:
-    description:
-      - The L4T board config to be flashed (C(jetson-orin-nano-devkit), for example). A
-        board whose module does not fit it is refused.
+    description: The L4T board config to be flashed (C(jetson-orin-nano-devkit), for example); needs O(bsp_dir).
     type: str
+  storage:
+    description: The storage to be flashed; C(sd) also refuses modules without a microSD slot.
+    type: str
+    choices: [nvme, usb, sd, emmc]
   usb_path:
     description: Select the board at this sysfs USB path (C(1-2), C(3-1.4)).
     type: str
@@ -53,7 +63,9 @@ author:
 EXAMPLES = r"""
 - name: Find the Orin Nano to flash
   n3x.cluster.jetson_recovery:
+    bsp_dir: /srv/l4t/R36.4.3/Linux_for_Tegra
     board_config: jetson-orin-nano-devkit
+    usb_path: 1-2
   register: recovery
 
 - name: List boards in recovery mode without failing
@@ -77,10 +89,9 @@ boards:
       description: The module the product id stands for.
       type: str
       sample: Jetson Orin Nano 8GB
-    board_configs:
-      description: Board configs that suit the module.
-      type: list
-      elements: str
+    family:
+      description: The module family, C(p3767) (Orin NX/Nano) or C(p3701) (AGX Orin).
+      type: str
     usb_path:
       description: The sysfs USB path (null when the list came from lsusb).
       type: str
@@ -104,6 +115,10 @@ source:
   description: Where the device list came from, C(sysfs), C(lsusb) or C(none).
   returned: always
   type: str
+reason:
+  description: Why no board was selected.
+  returned: when none was
+  type: str
 """
 
 import os
@@ -111,20 +126,30 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson import device_lister, find_boards
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import BspError, module_family
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
+            "bsp_dir": {"type": "path"},
             "board_config": {"type": "str"},
+            "storage": {"type": "str", "choices": ["nvme", "usb", "sd", "emmc"]},
             "usb_path": {"type": "str"},
             "required": {"type": "bool", "default": True},
             "sysfs_root": {"type": "path", "default": "/sys/bus/usb/devices"},
         },
+        required_together=[("bsp_dir", "board_config")],
         supports_check_mode=True,
     )
     p = module.params
-    result = find_boards(device_lister(module, p["sysfs_root"]), p["board_config"], p["usb_path"], p["required"], os.uname().nodename)
+    family = None
+    if p["board_config"]:
+        try:
+            family = module_family(p["bsp_dir"], p["board_config"])
+        except BspError as exc:
+            module.fail_json(msg=str(exc), changed=False)
+    result = find_boards(device_lister(module, p["sysfs_root"]), family, p["usb_path"], p["required"], os.uname().nodename, p["storage"])
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

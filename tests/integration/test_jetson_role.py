@@ -1,9 +1,10 @@
 """The Jetson modules, roles and playbooks, run for real as far as this machine allows.
 
-There is no Jetson board, no USB and no BSP here. So: ansible-doc works, jetson-flash.yml
-refuses with "no Jetson board in recovery mode" and never reaches the flash task, its check
-mode against a stand-in sysfs board and a placeholder BSP tree only shows the command, and
-the jetson role's board detection and k3s settings run on the controller. The placeholder
+There is no Jetson board, no USB and no BSP here. So: ansible-doc works; jetson-flash.yml and
+jetson-massflash.yml, against the test Linux_for_Tegra tree of tests/unit/l4t_tree.py and a
+sysfs tree listing boards in recovery mode, wait with a progress line, refuse the wrong module,
+an unknown board config and a board outside the batch, and in check mode only run the
+preflight; the jetson role's board detection and k3s settings run on the controller. The tree's
 scripts record any execution; the tests assert they never ran. Nothing here flashes.
 """
 
@@ -11,11 +12,16 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
+
+from ansible_collections.n3x.cluster.plugins.module_utils import n3x_jetson_bsp as bsp_rules
+
+from ..unit.l4t_tree import make_bsp
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
@@ -49,7 +55,7 @@ def test_role_argument_specs_are_documented():
 
 
 def test_playbooks_parse():
-    for playbook in ("playbooks/jetson-flash.yml", "playbooks/jetson.yml"):
+    for playbook in ("playbooks/jetson-flash.yml", "playbooks/jetson-massflash.yml", "playbooks/jetson.yml"):
         result = run(["ansible-playbook", "-i", "inventories/jetson/hosts.yml", "--syntax-check", playbook])
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -64,77 +70,98 @@ def test_render_the_sample_inventory(tmp_path):
         assert "cluster-init" not in config
 
 
-def test_flash_without_a_board_refuses_clearly():
-    result = run(["ansible-playbook", "-i", "inventories/jetson/hosts.yml", "playbooks/jetson-flash.yml", "-e", "jetson_flash_bsp_dir=/nonexistent"])
-    out = flat(result)
-    if re.search(r"ID 0955:7[0-6]23|idProduct", out):  # pragma: no cover - a real board is attached
-        pytest.skip("a Jetson board in recovery mode is attached to this machine")
-    assert result.returncode != 0
-    assert "no Jetson board in recovery mode on" in out
-    assert "Force Recovery Mode" in out
-    assert "TASK [n3x.cluster.jetson_flash : Flash" not in result.stdout
-    assert "flashed: true" not in out
-    assert "reported success" not in out
-    assert "Traceback" not in out
-    # any_errors_fatal with serial 1: jetson-2 is never attempted after jetson-1 failed.
-    assert "jetson-2" not in result.stdout.split("PLAY RECAP")[0]
+FAST_WAIT = {"jetson_flash_recovery_wait": 3, "jetson_flash_recovery_poll": 1}
 
 
-def placeholder_bsp(root, marker):
-    """A Linux_for_Tegra tree for the preflight; its scripts only record that they ran."""
-    for directory in ("bootloader", "kernel", "rootfs/etc", "nv_tegra", "tools/kernel_flash"):
-        (root / directory).mkdir(parents=True, exist_ok=True)
-    for tool in ("flash.sh", "tools/kernel_flash/l4t_initrd_flash.sh", "tools/l4t_create_default_user.sh"):
-        (root / tool).write_text(f'#!/bin/sh\necho "$0 $*" >> {marker}\nexit 1\n')
-        (root / tool).chmod(0o755)
-    (root / "jetson-orin-nano-devkit.conf").write_text("# placeholder\n")
-    (root / "rootfs/etc/nv_tegra_release").write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
-    return root
-
-
-def fake_sysfs(root, product):
-    entry = root / "1-2"
-    entry.mkdir(parents=True)
-    for key, value in {"idVendor": "0955", "idProduct": product, "busnum": "1", "devnum": "7", "product": "APX"}.items():
-        (entry / key).write_text(value + "\n")
-    return root
-
-
-def flash_check_mode(tmp_path, product):
-    marker = tmp_path / "ran"
-    bsp = placeholder_bsp(tmp_path / "Linux_for_Tegra", marker)
-    sysfs = fake_sysfs(tmp_path / "usb", product)
-    extra = {
+def flash_play(tmp_path, sysfs_devices, extra=None, playbook="playbooks/jetson-flash.yml", check=True, limit="jetson-1"):
+    """Run a flash playbook against the test BSP tree and a sysfs tree of boards in recovery mode."""
+    bsp = make_bsp(tmp_path / "Linux_for_Tegra", marker=tmp_path / "scripts-ran")
+    sysfs = tmp_path / "usb"
+    sysfs.mkdir()
+    for name, product in sysfs_devices.items():
+        entry = sysfs / name
+        entry.mkdir()
+        for key, value in {"idVendor": "0955", "idProduct": product, "busnum": name.split("-")[0], "devnum": "7", "product": "APX"}.items():
+            (entry / key).write_text(value + "\n")
+    variables = {
         "jetson_flash_bsp_dir": str(bsp),
         "jetson_flash_sysfs_root": str(sysfs),
         "jetson_flash_min_free_gib": 0,
         "jetson_flash_ssh_public_keys": [KEY],
         "jetson_flash_become": False,
+        "jetson_flash_known_hosts": str(tmp_path / "known_hosts"),
+        **FAST_WAIT,
+        **(extra or {}),
     }
-    result = run(
-        ["ansible-playbook", "-i", "inventories/jetson/hosts.yml", "playbooks/jetson-flash.yml", "--check", "--limit", "jetson-1", "-e", json.dumps(extra)]
-    )
-    return result, marker, bsp
+    argv = ["ansible-playbook", "-i", "inventories/jetson/hosts.yml", playbook, "-e", json.dumps(variables)]
+    argv += ["--check"] if check else []
+    argv += ["--limit", limit] if limit else []
+    return run(argv), tmp_path / "scripts-ran", bsp
+
+
+def missing_host_tools():
+    """What this machine lacks of the host tools the flash preflight checks (none on a prepared flashing host)."""
+    tools = {**bsp_rules.HOST_TOOLS, **bsp_rules.NETWORK_TOOLS}
+    missing = sorted(tool for tool in tools if not shutil.which(tool))
+    return missing + ([] if os.path.exists(bsp_rules.QEMU_STATIC) else ["qemu-aarch64-static"])
+
+
+def test_flash_waits_for_the_board_with_a_progress_line_then_refuses(tmp_path):
+    result, marker, _bsp = flash_play(tmp_path, {})
+    out = flat(result)
+    assert result.returncode != 0
+    assert "FAILED - RETRYING: [jetson-1 -> localhost]: Wait in recovery mode for jetson-1 at USB 1-2" in out
+    assert "jetson-1: after 3 s: no Jetson board in recovery mode on" in out
+    assert "Force Recovery Mode" in out
+    assert "TASK [n3x.cluster.jetson_flash : Flash jetson-1]" not in result.stdout
+    assert "Traceback" not in out
+    assert not marker.exists()
+
+
+def test_an_unknown_board_config_fails_at_once_without_polling(tmp_path):
+    result, marker, _bsp = flash_play(tmp_path, {"1-2": "7523"}, {"jetson_flash_board_config": "jetson-orin-nano-devkit-64gb"})
+    out = flat(result)
+    assert result.returncode != 0
+    assert "jetson-orin-nano-devkit-64gb.conf does not exist: board config jetson-orin-nano-devkit-64gb is not in this BSP" in out
+    assert "attempts: 1 " in out  # failed on the first look, not polled
+    assert not marker.exists()
+
+
+def test_the_wrong_module_is_never_flashed(tmp_path):
+    result, marker, _bsp = flash_play(tmp_path, {"1-2": "7023"})
+    out = flat(result)
+    assert result.returncode != 0
+    assert "wrong module: found Jetson AGX Orin (0955:7023, USB path 1-2), but the board config is for Jetson Orin NX/Nano; refusing to flash" in out
+    assert "TASK [n3x.cluster.jetson_flash : Flash jetson-1]" not in result.stdout
+    assert not marker.exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the flash preflight refuses without root, as it should")
-def test_flash_check_mode_shows_the_command_and_runs_nothing(tmp_path):
-    result, marker, bsp = flash_check_mode(tmp_path, "7523")
+def test_flash_check_mode_runs_the_preflight_and_nothing_else(tmp_path):
+    result, marker, bsp = flash_play(tmp_path, {"1-2": "7523", "1-3": "7523"})
     out = flat(result)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "check mode: would run ./tools/kernel_flash/l4t_initrd_flash.sh --external-device nvme0n1p1 -c tools/kernel_flash/flash_l4t_t234_nvme.xml -p" in out
-    assert "bootloader/generic/cfg/flash_t234_qspi.xml" in out
-    assert "--showlogs --network usb0 jetson-orin-nano-devkit internal in " in out
-    assert "nothing was flashed" in out
-    assert not marker.exists(), marker.read_text()
-    assert not (bsp / "rootfs/etc/sudoers.d").exists()
+    missing = missing_host_tools()
+    if missing:  # a machine that is not a prepared flashing host: refused, naming what is missing
+        assert result.returncode != 0
+        assert "refusing to flash:" in out
+        for tool in missing:
+            assert tool in out
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "check mode: would run ./tools/kernel_flash/l4t_initrd_flash.sh --usb-instance 1-2 --external-device nvme0n1p1" in out
+    assert not marker.exists()
+    assert not (bsp / ".n3x").exists()
+    assert not (tmp_path / "known_hosts").exists()
 
 
-def test_flash_refuses_the_wrong_module(tmp_path):
-    result, marker, _bsp = flash_check_mode(tmp_path, "7023")
+def test_massflash_refuses_a_board_in_recovery_that_is_not_in_the_batch(tmp_path):
+    result, marker, _bsp = flash_play(tmp_path, {"1-2": "7523", "1-3": "7523", "1-4": "7523"}, playbook="playbooks/jetson-massflash.yml", limit=None)
     out = flat(result)
     assert result.returncode != 0
-    assert "wrong module for board config jetson-orin-nano-devkit: found Jetson AGX Orin" in out
+    if os.geteuid() == 0 and not missing_host_tools():
+        assert "in recovery mode but not in the batch: 1-4; refusing to flash" in out
+    else:
+        assert "refusing to flash" in out
     assert not marker.exists()
 
 

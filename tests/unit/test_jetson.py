@@ -1,14 +1,20 @@
-"""Jetson flashing logic: board detection, flash commands, preflight refusals, results.
+"""Boards in recovery mode, which board to flash, the flash run in its own process group, the verdict.
 
-The BSP trees built here are test data for the preflight checker: empty marker files and
-directories. Nothing here runs a flash script, and nothing claims a board was flashed.
+The process-group tests run a real process tree (a shell script that spawns children and traps
+EXIT); nothing here flashes anything, and nothing claims a board was flashed.
 """
 
 import os
+import signal
+import time
 
 import pytest
 
 from ansible_collections.n3x.cluster.plugins.module_utils import n3x_jetson as j
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import FAMILIES, FLASH_TABLE, flash_command
+
+ORIN = FAMILIES["p3767"]
+AGX = FAMILIES["p3701"]
 
 # Recorded `lsusb` output of a flashing host (an x86 workstation).
 LSUSB_NONE = """\
@@ -17,12 +23,10 @@ Bus 001 Device 003: ID 046d:c52b Logitech, Inc. Unifying Receiver
 Bus 001 Device 002: ID 8087:0aaa Intel Corp. Bluetooth 9460/9560 Jefferson Peak (JfP)
 Bus 001 Device 001: ID 1d6b:0002 Linux Foundation 2.0 root hub
 """
-LSUSB_ORIN_NANO = LSUSB_NONE.replace("Bus 001 Device 001: ID 1d6b:0002", "Bus 001 Device 007: ID 0955:7523 NVIDIA Corp. APX\nBus 001 Device 001: ID 1d6b:0002")
+LSUSB_ORIN_NANO = LSUSB_NONE + "Bus 001 Device 007: ID 0955:7523 NVIDIA Corp. APX\n"
 LSUSB_TWO = LSUSB_ORIN_NANO + "Bus 003 Device 012: ID 0955:7523 NVIDIA Corp. APX\n"
-# A booted Jetson (USB device mode: RNDIS/ACM gadget), not in recovery mode.
+# A booted Jetson (USB device mode), not in recovery mode.
 LSUSB_BOOTED = LSUSB_NONE + "Bus 001 Device 009: ID 0955:7020 NVIDIA Corp. L4T (Linux for Tegra) running on Tegra\n"
-LSUSB_AGX = LSUSB_NONE + "Bus 001 Device 010: ID 0955:7023 NVIDIA Corp. APX\n"
-LSUSB_NX16 = LSUSB_NONE + "Bus 001 Device 011: ID 0955:7323 NVIDIA Corp. APX\n"
 
 
 def boards_of(text):
@@ -36,57 +40,61 @@ def test_parse_lsusb_reads_every_device():
     assert nano == {"bus": 1, "device": 7, "vendor": "0955", "product": "7523", "description": "NVIDIA Corp. APX", "usb_path": None}
 
 
+@pytest.mark.parametrize(
+    ("pid", "module", "family"),
+    [
+        ("7323", "Jetson Orin NX 16GB", "p3767"),
+        ("7423", "Jetson Orin NX 8GB", "p3767"),
+        ("7523", "Jetson Orin Nano 8GB", "p3767"),
+        ("7623", "Jetson Orin Nano 4GB", "p3767"),
+        ("7023", "Jetson AGX Orin", "p3701"),
+        ("7223", "Jetson AGX Orin 32GB", "p3701"),
+    ],
+)
+def test_recovery_ids_from_the_bsp(pid, module, family):
+    (board,) = boards_of(f"Bus 001 Device 004: ID 0955:{pid} NVIDIA Corp. APX\n")[0]
+    assert (board["module"], board["family"]) == (module, family)
+    assert j.select_board([board], FAMILIES[family])["product"] == pid
+
+
 def test_no_board():
     boards, others = boards_of(LSUSB_NONE)
-    assert boards == []
-    assert others == []
+    assert (boards, others) == ([], [])
     with pytest.raises(j.JetsonError, match=r"^no Jetson board in recovery mode on flasher: .*0955:7523 Jetson Orin Nano 8GB"):
-        j.select_board(boards, "jetson-orin-nano-devkit", host="flasher")
-
-
-def test_one_orin_nano():
-    boards, _others = boards_of(LSUSB_ORIN_NANO)
-    assert [(b["usb_id"], b["module"], b["bus"], b["device"]) for b in boards] == [("0955:7523", "Jetson Orin Nano 8GB", 1, 7)]
-    assert j.select_board(boards, "jetson-orin-nano-devkit")["usb_id"] == "0955:7523"
-    assert j.select_board(boards)["module"] == "Jetson Orin Nano 8GB"
-
-
-@pytest.mark.parametrize(
-    ("pid", "module"),
-    [("7323", "Jetson Orin NX 16GB"), ("7423", "Jetson Orin NX 8GB"), ("7523", "Jetson Orin Nano 8GB"), ("7623", "Jetson Orin Nano 4GB")],
-)
-def test_orin_nx_and_nano_ids_fit_the_orin_nano_devkit_config(pid, module):
-    boards, _ = boards_of(f"Bus 001 Device 004: ID 0955:{pid} NVIDIA Corp. APX\n")
-    assert boards[0]["module"] == module
-    assert j.select_board(boards, "jetson-orin-nano-devkit")["product"] == pid
-
-
-def test_two_boards_without_a_usb_path_are_refused():
-    boards, _ = boards_of(LSUSB_TWO)
-    assert len(boards) == 2
-    with pytest.raises(j.JetsonError, match=r"2 Jetson boards in recovery mode .* set the USB path"):
-        j.select_board(boards, "jetson-orin-nano-devkit")
+        j.select_board(boards, ORIN, host="flasher")
 
 
 def test_a_booted_jetson_is_not_a_board_in_recovery_mode():
     boards, others = boards_of(LSUSB_BOOTED)
     assert boards == []
-    assert [(d["vendor"], d["product"]) for d in others] == [("0955", "7020")]
     with pytest.raises(j.JetsonError, match=r"not in recovery mode .*: 0955:7020"):
         j.select_board(boards, others=others)
 
 
-@pytest.mark.parametrize("text", [LSUSB_AGX, LSUSB_NX16.replace("7323", "7023")])
-def test_wrong_module_for_the_board_config_is_refused(text):
-    boards, _ = boards_of(text)
-    with pytest.raises(j.JetsonError, match=r"^wrong module for board config jetson-orin-nano-devkit: found Jetson AGX Orin .*refusing to flash$"):
-        j.select_board(boards, "jetson-orin-nano-devkit")
-
-
-def test_orin_nano_is_refused_for_an_agx_config():
+def test_wrong_module_is_refused():
+    boards, _ = boards_of(LSUSB_NONE + "Bus 001 Device 010: ID 0955:7023 NVIDIA Corp. APX\n")
+    with pytest.raises(j.JetsonError, match=r"^wrong module: found Jetson AGX Orin .*, but the board config is for Jetson Orin NX/Nano; refusing to flash$"):
+        j.select_board(boards, ORIN)
     boards, _ = boards_of(LSUSB_ORIN_NANO)
-    with pytest.raises(j.JetsonError, match="wrong module for board config jetson-agx-orin-devkit: found Jetson Orin Nano 8GB"):
-        j.select_board(boards, "jetson-agx-orin-devkit")
+    with pytest.raises(j.JetsonError, match=r"wrong module: found Jetson Orin Nano 8GB .* is for Jetson AGX Orin"):
+        j.select_board(boards, AGX)
+
+
+@pytest.mark.parametrize(("pid", "ok"), [("7523", True), ("7323", False), ("7423", False), ("7623", False)])
+def test_only_the_module_with_the_sd_slot_takes_sd(pid, ok):
+    boards, _ = boards_of(f"Bus 001 Device 004: ID 0955:{pid} NVIDIA Corp. APX\n")
+    if ok:
+        assert j.select_board(boards, ORIN, storage="sd")["product"] == pid
+    else:
+        with pytest.raises(j.JetsonError, match="has no microSD slot: only the Orin Nano devkit module"):
+            j.select_board(boards, ORIN, storage="sd")
+        assert j.select_board(boards, ORIN, storage="nvme")["product"] == pid
+
+
+def test_two_boards_without_a_usb_path_are_refused():
+    boards, _ = boards_of(LSUSB_TWO)
+    with pytest.raises(j.JetsonError, match=r"2 Jetson boards in recovery mode .* set the USB path of each board"):
+        j.select_board(boards, ORIN)
 
 
 def make_sysfs(root, devices):
@@ -95,282 +103,220 @@ def make_sysfs(root, devices):
         entry.mkdir(parents=True)
         for key, value in fields.items():
             (entry / key).write_text(value + "\n")
-    (root / "usb1").mkdir()  # a root hub: no idVendor of interest, skipped by name
+    (root / "usb1").mkdir()  # a root hub, skipped by name
     (root / "1-2:1.0").mkdir()  # an interface, skipped by name
 
 
-def test_sysfs_gives_usb_paths_and_selects_by_path(tmp_path):
-    make_sysfs(
-        tmp_path,
-        {
-            "1-2": {"idVendor": "0955", "idProduct": "7523", "busnum": "1", "devnum": "7", "product": "APX"},
-            "3-1.4": {"idVendor": "0955", "idProduct": "7523", "busnum": "3", "devnum": "12", "product": "APX"},
-            "1-1": {"idVendor": "046d", "idProduct": "c52b", "busnum": "1", "devnum": "3", "product": "USB Receiver"},
-        },
-    )
-    devices = j.read_sysfs_usb(str(tmp_path))
-    assert sorted(d["usb_path"] for d in devices) == ["1-1", "1-2", "3-1.4"]
-    boards, _ = j.detect_boards(devices)
-    assert j.select_board(boards, "jetson-orin-nano-devkit", usb_path="3-1.4")["device"] == 12
+def apx(bus, dev, pid="7523"):
+    return {"idVendor": "0955", "idProduct": pid, "busnum": str(bus), "devnum": str(dev), "product": "APX"}
+
+
+@pytest.fixture
+def two_in_recovery(tmp_path):
+    make_sysfs(tmp_path, {"1-2": apx(1, 7), "3-1.4": apx(3, 12), "1-1": {"idVendor": "046d", "idProduct": "c52b", "busnum": "1", "devnum": "3"}})
+    return j.detect_boards(j.read_sysfs_usb(str(tmp_path)))[0]
+
+
+def test_sysfs_gives_usb_paths_and_selects_by_path(two_in_recovery):
+    assert sorted(b["usb_path"] for b in two_in_recovery) == ["1-2", "3-1.4"]
+    assert j.select_board(two_in_recovery, ORIN, usb_path="3-1.4")["device"] == 12
     with pytest.raises(j.JetsonError, match="no Jetson board in recovery mode at USB path 2-9"):
-        j.select_board(boards, "jetson-orin-nano-devkit", usb_path="2-9")
+        j.select_board(two_in_recovery, ORIN, usb_path="2-9")
+
+
+def test_another_board_in_recovery_is_refused_when_the_script_would_not_skip_it(two_in_recovery):
+    with pytest.raises(j.JetsonError, match=r"2 Jetson boards in recovery mode .* does not skip boards other than --usb-instance"):
+        j.select_board(two_in_recovery, ORIN, usb_path="1-2", sole=True)
+    assert j.select_board(two_in_recovery[:1], ORIN, usb_path="1-2", sole=True)["usb_path"] == "1-2"
 
 
 def test_no_sysfs_usb_tree_is_none(tmp_path):
     assert j.read_sysfs_usb(str(tmp_path / "absent")) is None
 
 
-def test_find_boards_result():
-    found = j.find_boards(lambda: ([], "none"), "jetson-orin-nano-devkit", host="flasher")
+def test_find_boards_result_for_polling():
+    found = j.find_boards(lambda: ([], "none"), ORIN, host="flasher")
     assert found["failed"]
-    assert found["msg"].startswith("no Jetson board in recovery mode on flasher")
     assert "no USB device is visible at all" in found["msg"]
-    lenient = j.find_boards(lambda: (j.parse_lsusb(LSUSB_NONE), "lsusb"), required=False)
+    lenient = j.find_boards(lambda: (j.parse_lsusb(LSUSB_NONE), "lsusb"), ORIN, required=False)
     assert "failed" not in lenient
     assert lenient["selected"] is None
-    ok = j.find_boards(lambda: (j.parse_lsusb(LSUSB_ORIN_NANO), "lsusb"), "jetson-orin-nano-devkit")
+    assert lenient["reason"].startswith("no Jetson board in recovery mode")
+    ok = j.find_boards(lambda: (j.parse_lsusb(LSUSB_ORIN_NANO), "lsusb"), ORIN)
     assert ok["selected"]["usb_id"] == "0955:7523"
-    assert "failed" not in ok
 
 
-NVME = [
-    "./tools/kernel_flash/l4t_initrd_flash.sh",
-    "--external-device",
-    "nvme0n1p1",
-    "-c",
-    "tools/kernel_flash/flash_l4t_t234_nvme.xml",
-    "-p",
-    "-c bootloader/generic/cfg/flash_t234_qspi.xml",
-    "--showlogs",
-    "--network",
-    "usb0",
-    "jetson-orin-nano-devkit",
-    "internal",
-]
+# --- massflash: the boards in recovery mode must be exactly the batch ---------------------------------
 
 
-def test_flash_command_nvme():
-    assert j.flash_command("jetson-orin-nano-devkit", "nvme") == NVME
+def test_the_batch_must_be_exactly_the_boards_in_recovery(two_in_recovery):
+    assert [b["usb_path"] for b in j.select_batch(two_in_recovery, ORIN, ["3-1.4", "1-2"], 2)] == ["1-2", "3-1.4"]
+    with pytest.raises(j.JetsonError, match=r"in recovery mode but not in the batch: 3-1.4; refusing to flash"):
+        j.select_batch(two_in_recovery, ORIN, ["1-2"], 2)
+    with pytest.raises(j.JetsonError, match=r"not in recovery mode: 2-1; "):
+        j.select_batch(two_in_recovery, ORIN, ["1-2", "3-1.4", "2-1"], 3)
+    with pytest.raises(j.JetsonError, match="wrong module"):
+        j.select_batch(two_in_recovery, AGX, ["1-2", "3-1.4"], 2)
+    with pytest.raises(j.JetsonError, match="more than --massflash 1"):
+        j.select_batch(two_in_recovery, ORIN, ["1-2", "3-1.4"], 1)
+    with pytest.raises(j.JetsonError, match="needs its own USB path"):
+        j.select_batch(two_in_recovery, ORIN, ["1-2", "1-2"], 2)
 
 
-def test_flash_command_usb_drive():
-    assert j.flash_command("jetson-orin-nano-devkit", "usb") == [*NVME[:2], "sda1", *NVME[3:]]
+def test_massflash_needs_sysfs_paths():
+    boards, _ = boards_of(LSUSB_TWO)
+    with pytest.raises(j.JetsonError, match="only through lsusb"):
+        j.select_batch(boards, ORIN, ["1-2", "3-1.4"], 2)
 
 
-def test_flash_command_sd_card():
-    assert j.flash_command("jetson-orin-nano-devkit", "sd") == ["./flash.sh", "jetson-orin-nano-devkit", "mmcblk0p1"]
-
-
-def test_flash_command_agx_emmc():
-    assert j.flash_command("jetson-agx-orin-devkit", "emmc") == ["./flash.sh", "jetson-agx-orin-devkit", "internal"]
-
-
-def test_flash_command_super_config_and_usb_instance():
-    argv = j.flash_command("jetson-orin-nano-devkit-super", "nvme", usb_instance="3-1.4")
-    assert argv == [NVME[0], "--usb-instance", "3-1.4", *NVME[1:10], "jetson-orin-nano-devkit-super", "internal"]
-    assert j.flash_command("jetson-orin-nano-devkit", "sd", usb_instance="1-2") == [
-        "./flash.sh",
-        "--usb-instance",
-        "1-2",
-        "jetson-orin-nano-devkit",
-        "mmcblk0p1",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("board", "storage", "instance", "message"),
-    [
-        ("jetson orin; rm -rf /", "nvme", None, "is not a Linux_for_Tegra config name"),
-        ("", "nvme", None, "is not a Linux_for_Tegra config name"),
-        ("jetson-orin-nano-devkit", "floppy", None, "storage 'floppy' is not one of: nvme, usb, sd, emmc"),
-        ("jetson-orin-nano-devkit", "nvme", "bus1", "is not a sysfs USB path"),
-    ],
-)
-def test_flash_command_refuses_bad_arguments(board, storage, instance, message):
-    with pytest.raises(j.JetsonError, match=message):
-        j.flash_command(board, storage, instance)
-
-
-RELEASE_LINE = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n"
-PLENTY = type("Usage", (), {"free": 100 * j.GIB})()
-
-
-def make_bsp(root, release=RELEASE_LINE, board="jetson-orin-nano-devkit", executable=True):
-    """A Linux_for_Tegra tree with the files the preflight looks at (contents are placeholders)."""
-    for directory in ("bootloader", "kernel", "rootfs/etc", "nv_tegra", "tools/kernel_flash"):
-        (root / directory).mkdir(parents=True, exist_ok=True)
-    for tool in ("flash.sh", j.INITRD_FLASH, j.DEFAULT_USER_SCRIPT):
-        path = root / tool
-        path.write_text("#!/bin/sh\necho 'test placeholder: not a flash tool' >&2\nexit 1\n")
-        path.chmod(0o755 if executable else 0o644)
-    (root / f"{board}.conf").write_text("# placeholder\n")
-    if release is not None:
-        (root / "rootfs/etc/nv_tegra_release").write_text(release)
-    return root
-
-
-def check(bsp, board="jetson-orin-nano-devkit", storage="nvme", release="R36.4", euid=0, usage=PLENTY, min_free_gib=40):
-    return j.preflight(str(bsp), board, storage, release, min_free_gib, euid=euid, disk_usage=lambda _path: usage)
-
-
-def test_preflight_passes_a_complete_bsp(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra")
-    assert check(bsp) == []
-    assert check(bsp, release="R36.4.3") == []
-    assert check(bsp, release="R36.4.x") == []
-    assert check(bsp, storage="sd") == []
-
-
-def test_preflight_refuses_when_not_root(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra")
-    assert check(bsp, euid=1000) == ["not root (uid 1000): NVIDIA's flash scripts need root; run with become: true"]
-
-
-def test_preflight_refuses_a_missing_bsp(tmp_path):
-    problems = check(tmp_path / "nowhere")
-    assert problems == [f"BSP directory {tmp_path / 'nowhere'} does not exist: extract Jetson_Linux_R36.4_aarch64.tbz2 and give its Linux_for_Tegra directory"]
-
-
-def test_preflight_refuses_a_directory_that_is_not_a_bsp(tmp_path):
-    (tmp_path / "flash.sh").write_text("")
-    assert check(tmp_path) == [f"{tmp_path} is not a Linux_for_Tegra tree: missing bootloader, kernel, rootfs, nv_tegra"]
-
-
-def test_preflight_refuses_a_release_mismatch(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra", release=RELEASE_LINE.replace("R36", "R35").replace("4.3", "6.0"))
-    assert check(bsp) == [f"{bsp}/rootfs/etc/nv_tegra_release: BSP release is R35.6.0, expected R36.4"]
-    assert check(make_bsp(tmp_path / "other", release=RELEASE_LINE), release="R36.4.0") == [
-        f"{tmp_path}/other/rootfs/etc/nv_tegra_release: BSP release is R36.4.3, expected R36.4.0"
-    ]
-
-
-def test_preflight_reads_bsp_version_when_rootfs_is_not_applied(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra", release=None)
-    problems = check(bsp)
-    assert len(problems) == 1
-    assert "cannot read the L4T release" in problems[0]
-    assert "apply_binaries.sh" in problems[0]
-    (bsp / "nv_tegra/bsp_version").write_text("# R36 (release), REVISION: 4.3\n")
-    assert check(bsp) == []
-
-
-def test_preflight_refuses_missing_and_non_executable_tools(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra", executable=False)
-    problems = check(bsp)
-    assert problems == [
-        f"{bsp}/{j.INITRD_FLASH} is not executable (chmod +x it, or extract the BSP with tar as root)",
-        f"{bsp}/{j.DEFAULT_USER_SCRIPT} is not executable (chmod +x it, or extract the BSP with tar as root)",
-        f"{bsp}/flash.sh is not executable (chmod +x it, or extract the BSP with tar as root)",
-    ]
-    os.remove(bsp / j.INITRD_FLASH)
-    assert f"{bsp}/{j.INITRD_FLASH} is missing" in check(bsp)
-
-
-def test_preflight_refuses_an_unknown_board_config(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra")
-    assert check(bsp, board="jetson-agx-orin-devkit") == [
-        f"{bsp}/jetson-agx-orin-devkit.conf does not exist: board config jetson-agx-orin-devkit is not in this BSP"
-    ]
-
-
-def test_preflight_refuses_too_little_disk(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra")
-    small = type("Usage", (), {"free": 12 * j.GIB})()
-    assert check(bsp, usage=small) == [f"{bsp}: 12.0 GiB free, flashing needs at least 40 GiB (system images are built there)"]
-    assert check(bsp, usage=small, min_free_gib=10) == []
-
-
-def test_preflight_reports_every_problem_at_once(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra", executable=False)
-    small = type("Usage", (), {"free": 1 * j.GIB})()
-    problems = check(bsp, euid=1000, usage=small)
-    assert problems[0].startswith("not root")
-    assert problems[-1].startswith(f"{bsp}: 1.0 GiB free")
-    assert len(problems) == 5
-
-
-def test_release_matching():
-    assert j.release_matches("R36.4.3", "R36.4")
-    assert j.release_matches("R36.4.3", "r36.4.3")
-    assert not j.release_matches("R36.3.0", "R36.4")
-    assert not j.release_matches("R36.4", "R36.4.3")
-
-
-def test_default_user_command_has_no_password():
-    argv = j.default_user_command("n3x", "jetson-1")
-    assert argv == ["./tools/l4t_create_default_user.sh", "-u", "n3x", "-n", "jetson-1", "--accept-license"]
-    assert "-p" not in argv
-    assert "--password" not in argv
-    with pytest.raises(j.JetsonError, match="not a valid Linux user name"):
-        j.default_user_command("root; reboot")
-
-
-def test_redact_removes_password_lines():
-    out = "Creating: username - n3x\nPassword: a8Fj2kQ9\nHostname: jetson-1\n"
-    assert "a8Fj2kQ9" not in j.redact(out)
-    assert "Hostname: jetson-1" in j.redact(out)
-
-
-def test_seed_access_installs_keys_and_sudoers(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra")
-    (bsp / "rootfs/etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\nn3x:x:1000:1000:n3x:/home/n3x:/bin/bash\n")
-    owners = []
-    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly n3x@controller"
-    paths = j.seed_access(str(bsp), "n3x", [key, ""], chown=lambda path, uid, gid: owners.append((os.path.basename(path), uid, gid)))
-    authorized = bsp / "rootfs/home/n3x/.ssh/authorized_keys"
-    assert paths[0] == str(authorized)
-    assert authorized.read_text() == key + "\n"
-    assert oct(authorized.stat().st_mode & 0o777) == "0o600"
-    assert oct((bsp / "rootfs/home/n3x/.ssh").stat().st_mode & 0o777) == "0o700"
-    sudoers = bsp / "rootfs/etc/sudoers.d/90-n3x-n3x"
-    assert "n3x ALL=(ALL) NOPASSWD:ALL" in sudoers.read_text()
-    assert oct(sudoers.stat().st_mode & 0o777) == "0o440"
-    assert owners == [(".ssh", 1000, 1000), ("authorized_keys", 1000, 1000)]
-
-
-def test_seed_access_refusals(tmp_path):
-    bsp = make_bsp(tmp_path / "Linux_for_Tegra")
-    (bsp / "rootfs/etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    with pytest.raises(j.JetsonError, match="no SSH public key"):
-        j.seed_access(str(bsp), "n3x", [""])
-    with pytest.raises(j.JetsonError, match="not an SSH public key"):
-        j.seed_access(str(bsp), "n3x", ["-----BEGIN OPENSSH PRIVATE KEY-----"])
-    with pytest.raises(j.JetsonError, match="has no user n3x"):
-        j.seed_access(str(bsp), "n3x", ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake n3x@controller"])
-
+# --- the verdict: flashed only with exit 0 and the success line ------------------------------------------
 
 INITRD_SUCCESS = "Flash is successful\nReboot device\nCleaning up...\nLog is saved to Linux_for_Tegra/initrdlog/flash_1-2_0_20250226-163014.log\n"
 FLASH_SH_SUCCESS = (
     "[ 1237.8604 ] MB2 version 01.00.0000\n*** The target generic has been flashed successfully. ***\nReset the board to boot from internal eMMC.\n"
 )
+NVME = flash_command(FLASH_TABLE[("p3767", "nvme")], "jetson-orin-nano-devkit")
+EMMC = flash_command(FLASH_TABLE[("p3701", "emmc")], "jetson-agx-orin-devkit")
 
 
 def test_flashed_only_with_rc_0_and_the_success_line():
-    nvme = j.flash_command("jetson-orin-nano-devkit", "nvme")
-    sd = j.flash_command("jetson-orin-nano-devkit", "sd")
-    assert j.flash_result(0, INITRD_SUCCESS, nvme)["flashed"] is True
-    assert j.flash_result(0, FLASH_SH_SUCCESS, sd)["flashed"] is True
+    assert j.flash_result(0, INITRD_SUCCESS, NVME)["flashed"] is True
+    assert j.flash_result(0, INITRD_SUCCESS.replace("\n", "\r\n"), NVME)["flashed"] is True  # relayed over ssh
+    assert j.flash_result(0, FLASH_SH_SUCCESS, EMMC)["flashed"] is True
 
 
 @pytest.mark.parametrize(
-    ("rc", "output", "storage", "message"),
+    ("rc", "output", "argv", "message"),
     [
-        (1, INITRD_SUCCESS, "nvme", "failed with exit code 1; the board is NOT flashed"),
-        (0, "Waiting for target to boot-up...\nTimeout\nCleaning up...\n", "nvme", "never printed its success line; the board is NOT known to be flashed"),
-        (0, "", "nvme", "never printed its success line"),
-        (0, FLASH_SH_SUCCESS, "nvme", "never printed its success line"),  # flash.sh's line does not count for l4t_initrd_flash.sh
-        (0, INITRD_SUCCESS, "sd", "never printed its success line"),
+        (1, INITRD_SUCCESS, NVME, "failed with exit code 1; the board is NOT flashed"),
+        (0, "Waiting for target to boot-up...\nTimeout\nCleaning up...\n", NVME, "never printed its success line; the board is NOT known to be flashed"),
+        (0, "", NVME, "never printed its success line"),
+        (0, FLASH_SH_SUCCESS, NVME, "never printed its success line"),  # flash.sh's line does not count for the initrd flash
+        (0, INITRD_SUCCESS, EMMC, "never printed its success line"),
+        (0, "echo Flash is successful\n", NVME, "never printed its success line"),
+        (0, "+ echo 'Flash is successful'\n", NVME, "never printed its success line"),
         (
             255,
             "Error: probing the target board failed.\n",
-            "sd",
+            EMMC,
             "failed with exit code 255; the board is NOT flashed: Error: probing the target board failed.",
         ),
-        (124, INITRD_SUCCESS.replace("Flash is successful", "Flash is not successful"), "nvme", "exit code 124"),
-        (0, "echo Flash is successful\n", "nvme", "never printed its success line"),
     ],
 )
-def test_not_flashed(rc, output, storage, message):
-    verdict = j.flash_result(rc, output, j.flash_command("jetson-orin-nano-devkit", storage))
+def test_not_flashed(rc, output, argv, message):
+    verdict = j.flash_result(rc, output, argv)
     assert verdict["flashed"] is False
     assert message in verdict["msg"]
+
+
+def test_a_timed_out_flash_is_never_flashed():
+    verdict = j.flash_result(0, INITRD_SUCCESS, NVME, timed_out=True)
+    assert verdict["flashed"] is False
+    assert "stopped after the timeout" in verdict["msg"]
+
+
+MASS_OUT = """\
+Start flashing device: 1-2, rcm instance: 0, PID: 4101
+Log will be saved to Linux_for_Tegra/initrdlog/flash_1-2_0_20250226-163014.log
+Start flashing device: 3-1.4, rcm instance: 1, PID: 4102
+Log will be saved to Linux_for_Tegra/initrdlog/flash_3-1.4_1_20250226-163014.log
+Ongoing processes: 4101 4102
+"""
+
+
+def test_massflash_results_read_each_boards_own_log(tmp_path):
+    logs = {
+        str(tmp_path / "initrdlog/flash_1-2_0_20250226-163014.log"): "...\nFlash is successful\nReboot device\n",
+        str(tmp_path / "initrdlog/flash_3-1.4_1_20250226-163014.log"): "...\nError flashing non-qspi storage\n",
+    }
+    results = j.massflash_results(0, MASS_OUT, str(tmp_path), ["1-2", "3-1.4", "1-3"], read=logs.__getitem__)
+    assert results["1-2"]["flashed"] is True
+    assert results["3-1.4"]["flashed"] is False
+    assert "no success line" in results["3-1.4"]["msg"]
+    assert results["1-3"]["flashed"] is False
+    assert "never started a flash for USB path 1-3" in results["1-3"]["msg"]
+    failed = j.massflash_results(1, MASS_OUT + "Flash complete (WITH FAILURES)\n", str(tmp_path), ["1-2"], read=logs.__getitem__)
+    assert failed["1-2"]["flashed"] is False
+    assert "exited 1; NOT reported flashed" in failed["1-2"]["msg"]
+
+
+# --- the flash in its own process group: a real process tree -------------------------------------------
+
+TREE = """\
+#!/bin/bash
+# Stands for a flash script: an EXIT trap that cleans the host, children that keep running.
+trap 'echo cleaned > "{out}/trap-ran"' EXIT
+{term}
+sleep 300 &
+echo $! > "{out}/child"
+bash -c 'sleep 300 & echo $! > "{out}/grandchild"; wait' &
+sleep 300
+"""
+
+
+def run_tree(tmp_path, timeout, grace=5, term=""):
+    script = tmp_path / "tree.sh"
+    script.write_text(TREE.format(out=tmp_path, term=term))
+    script.chmod(0o755)
+    with open(tmp_path / "log", "w") as log:
+        started = time.monotonic()
+        rc, timed_out = j.run_in_process_group([str(script)], str(tmp_path), log, timeout, grace)
+        return rc, timed_out, time.monotonic() - started
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for this purpose.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+def wait_for(path):
+    for _ in range(100):
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never written")
+
+
+def test_timeout_terms_the_whole_group_and_the_exit_trap_runs(tmp_path):
+    rc, timed_out, took = run_tree(tmp_path, timeout=2)
+    assert timed_out
+    assert rc != 0
+    assert (tmp_path / "trap-ran").read_text() == "cleaned\n"
+    for name in ("child", "grandchild"):
+        assert not alive(wait_for(tmp_path / name)), name
+    assert took < 2 + 5  # SIGTERM was enough: no wait for the grace period
+
+
+def test_a_group_ignoring_sigterm_gets_sigkill_after_the_grace(tmp_path):
+    rc, timed_out, took = run_tree(tmp_path, timeout=1, grace=2, term="trap '' TERM")
+    assert timed_out
+    assert rc == -signal.SIGKILL
+    assert 1 + 2 <= took < 1 + 2 + 5
+    for name in ("child", "grandchild"):
+        assert not alive(wait_for(tmp_path / name)), name
+
+
+def test_a_script_that_finishes_keeps_its_exit_code_and_leaves_nothing(tmp_path):
+    script = tmp_path / "quick.sh"
+    script.write_text(f'#!/bin/bash\nsleep 300 &\necho $! > "{tmp_path}/child"\necho "Flash is successful"\nexit 3\n')
+    script.chmod(0o755)
+    with open(tmp_path / "log", "w") as log:
+        rc, timed_out = j.run_in_process_group([str(script)], str(tmp_path), log, 30, 5)
+    assert (rc, timed_out) == (3, False)
+    assert not alive(wait_for(tmp_path / "child"))
+    assert "Flash is successful" in (tmp_path / "log").read_text()
+
+
+def test_the_group_is_not_ours(tmp_path):
+    """The flash runs in a new session: a signal to its group never reaches this test process."""
+    script = tmp_path / "sid.sh"
+    script.write_text("#!/bin/sh\nps -o sid= -p $$\n")
+    script.chmod(0o755)
+    with open(tmp_path / "log", "w") as log:
+        j.run_in_process_group([str(script)], str(tmp_path), log, 30, 5)
+    assert int((tmp_path / "log").read_text()) != os.getsid(0)
