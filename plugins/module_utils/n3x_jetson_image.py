@@ -139,6 +139,8 @@ def _regular_users(rootfs):
 
 def _read_state(bsp_dir):
     path = os.path.join(bsp_dir, STATE_FILE)
+    if os.path.islink(os.path.join(bsp_dir, STATE_DIR)) or os.path.islink(path):
+        raise ImageError(f"{os.path.join(bsp_dir, STATE_DIR)} holds a symlink; refusing to read or write the rootfs state through it")
     try:
         with open(path, encoding="utf-8") as handle:
             state = json.load(handle)
@@ -173,6 +175,8 @@ def snapshot(bsp_dir):
             "oem setup); extract the sample root filesystem again and run apply_binaries.sh"
         )
     state_dir = os.path.join(bsp_dir, STATE_DIR)
+    if os.path.islink(state_dir) or (os.path.lexists(state_dir) and not os.path.isdir(state_dir)):
+        raise ImageError(f"{state_dir} is a symlink or not a directory; refusing to keep the rootfs snapshot there")
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     os.chmod(state_dir, 0o700)  # copies of etc/shadow live here
     pristine_dir = os.path.join(bsp_dir, PRISTINE_DIR)

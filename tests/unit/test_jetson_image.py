@@ -196,3 +196,12 @@ def test_bad_settings_are_refused_before_the_rootfs_is_touched(bsp, user, hostna
         im.customise(str(bsp), user, hostname, keys, run)
     assert not (bsp / ".n3x").exists()
     assert not (bsp.parent / "scripts-ran").exists()
+
+
+def test_a_symlinked_state_directory_is_refused(bsp, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, bsp / ".n3x")
+    with pytest.raises(im.ImageError, match=r"\.n3x holds a symlink; refusing to read or write the rootfs state through it"):
+        im.customise(str(bsp), "n3x", "jetson-1", [KEY_1], run)
+    assert list(elsewhere.iterdir()) == []
