@@ -259,3 +259,11 @@ def test_swap_off_removes_only_the_zram_config_n3x_wrote(tmp_path, content, remo
     assert ("changed: [localhost]" in task) is removed
     assert ("is not the file n3x writes" in flat(result)) is not removed
     assert conf.read_text() == content  # check mode
+
+
+def test_host_keys_are_checked_on_the_jetson_inventory():
+    result = run(["ansible-inventory", "-i", "inventories/jetson/hosts.yml", "--host", "jetson-1"])
+    assert result.returncode == 0, result.stderr
+    host = json.loads(result.stdout)
+    assert host["ansible_host_key_checking"] is True
+    assert host["jetson_flash_usb_path"] == "1-2"
