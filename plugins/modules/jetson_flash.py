@@ -35,7 +35,10 @@ description:
     customisation, runs that script (C(-u USER -n HOST --accept-license), no password on any
     command line), locks the password, installs only O(ssh_public_keys), a NOPASSWD sudoers
     drop-in, an sshd drop-in with C(PasswordAuthentication no) and a new ed25519 host key of
-    the board's own, returned as RV(host_key) for the controller's known_hosts."
+    the board's own, returned as RV(host_key) for the controller's known_hosts. After the
+    flash, whatever its outcome, the rootfs is put back in its clean state, so the board's
+    private host key does not stay in C(rootfs/) (the image files NVIDIA's script built still
+    hold it: keep the BSP directory readable by root only)."
   - "With O(data_partition), flashes a layout derived from the BSP's
     C(flash_l4t_t234_nvme.xml): APP fixed at O(app_size) (C(-S)) and a C(longhorn) partition
     taking the rest of the disk."
@@ -228,7 +231,7 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import 
     read_os_release,
     read_small,
 )
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_image import ImageError, customise
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_image import ImageError, customise, restore
 
 ARGUMENT_SPEC = {
     "bsp_dir": {"type": "path", "required": True},
@@ -318,6 +321,18 @@ def run_logged(module, argv, p, name):
         return rc, timed_out, log.read(), log_path
 
 
+def flash_then_clean(module, argv, p, name):
+    """Flash, then put the rootfs back in its clean state: the board's private host key and user
+    do not stay in the BSP on the flashing machine (the image files NVIDIA's script built do)."""
+    try:
+        return run_logged(module, argv, p, name)
+    finally:
+        try:
+            restore(p["bsp_dir"])
+        except (ImageError, OSError) as exc:
+            module.warn(f"could not put {p['bsp_dir']}/rootfs back in its clean state: {exc}")
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
@@ -370,7 +385,7 @@ def main():
         select_board(boards, found.family, p["usb_path"], others, host, p["storage"], sole)
     except JetsonError as exc:
         module.fail_json(msg=f"{exc} (checked again right before flashing); nothing was flashed", **result)
-    rc, timed_out, output, log_path = run_logged(module, argv, p, p["hostname"])
+    rc, timed_out, output, log_path = flash_then_clean(module, argv, p, p["hostname"])
     verdict = flash_result(rc, output, argv, timed_out)
     result.update(rc=rc, log_path=log_path, flashed=verdict["flashed"], msg=f"{verdict['msg']} (log: {log_path})")
     if not verdict["flashed"]:
@@ -391,7 +406,7 @@ def massflash(module, p, found, result, current_boards, host):
         select_batch(boards, found.family, paths, len(paths), host)
     except JetsonError as exc:
         module.fail_json(msg=f"{exc} (checked again right before flashing); no board was flashed", **result)
-    rc, timed_out, output, log_path = run_logged(module, flash_argv, p, p["hostname"])
+    rc, timed_out, output, log_path = flash_then_clean(module, flash_argv, p, p["hostname"])
     per_path = massflash_results(-1 if timed_out else rc, output, p["bsp_dir"], paths)
     boards = {name: {**per_path[path], "usb_path": path} for name, path in zip(names, paths, strict=True)}
     flashed = all(b["flashed"] for b in boards.values())
