@@ -51,7 +51,6 @@ MASSFLASH_FAILURE = "Flash complete (WITH FAILURES)"
 _MASSFLASH_LOG = re.compile(r"Log will be saved to Linux_for_Tegra/(initrdlog/flash_(\d+-\d+(?:\.\d+)*)_(\d+)_(\d{8}-\d{6})\.log)")
 _LSUSB = re.compile(r"Bus (\d{3}) Device (\d{3}): ID ([0-9a-fA-F]{4}):([0-9a-fA-F]{4})\s*(.*)")
 _USB_PATH = re.compile(r"\d+-\d+(\.\d+)*")
-GIB = 1024**3
 
 
 class JetsonError(Exception):
