@@ -267,3 +267,48 @@ def test_host_keys_are_checked_on_the_jetson_inventory():
     host = json.loads(result.stdout)
     assert host["ansible_host_key_checking"] is True
     assert host["jetson_flash_usb_path"] == "1-2"
+
+
+DETECT_PROBE = """\
+- name: Probe the jetson role's board check
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Detect
+      ansible.builtin.include_role:
+        name: n3x.cluster.jetson
+        tasks_from: detect.yml
+"""
+RELEASE = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n"
+
+
+@pytest.mark.parametrize(
+    ("family", "release", "problem"),
+    [
+        ("p3767", "R36.4", None),
+        ("p3701", "R36.4", "/proc/device-tree/model: the board is 'NVIDIA Jetson Orin Nano Developer Kit', expected a Jetson AGX Orin"),
+        ("p3767", "R36.3", "/etc/nv_tegra_release: the board runs R36.4.3, expected R36.3"),
+    ],
+)
+def test_the_first_boot_check_compares_the_board_with_what_was_flashed(tmp_path, family, release, problem):
+    (tmp_path / "model").write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\x00")
+    (tmp_path / "nv_tegra_release").write_text(RELEASE)
+    playbook = tmp_path / "detect.yml"
+    playbook.write_text(DETECT_PROBE)
+    extra = {
+        "jetson_model_file": str(tmp_path / "model"),
+        "jetson_compatible_file": str(tmp_path / "absent"),
+        "jetson_release_file": str(tmp_path / "nv_tegra_release"),
+        "jetson_expected_family": family,
+        "jetson_expected_release": release,
+        "ansible_python_interpreter": sys.executable,
+    }
+    result = run(["ansible-playbook", "-i", "localhost,", str(playbook), "-e", json.dumps(extra)])
+    out = flat(result)
+    assert "Tegra board: NVIDIA Jetson Orin Nano Developer Kit, L4T R36.4.3" in out
+    if problem is None:
+        assert result.returncode == 0, result.stdout + result.stderr
+    else:
+        assert result.returncode != 0
+        assert f"localhost: {problem}" in out
