@@ -15,6 +15,8 @@ import difflib
 import ipaddress
 import os
 import re
+import reprlib
+import stat
 from urllib.parse import urlsplit
 
 try:
@@ -77,12 +79,30 @@ DEFAULTS = {
 }
 BOND_DEFAULTS = {"mode": "active-backup", "miimon": 100, "updelay": 0, "downdelay": 0}
 
-_NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-# Linux: at most 15 bytes, no '/', ':' or whitespace.
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_LEASE_TIME = re.compile(r"^([0-9]+[smhdw]?|infinite)$")
+# Every pattern is used with fullmatch: `$` would also match before a trailing newline.
+# A node name is one DNS label (RFC 1123), as hostnames and k3s node names are.
+_NODE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_ROLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
+# Linux (dev_valid_name): at most 15 bytes, not '.' or '..', no '/', ':' or whitespace.
+IFNAME_MAX = 15
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_LEASE_TIME = re.compile(r"([0-9]+[smhdw]?|infinite)")
+# server_api is written into k3s config files: no whitespace or control character at all.
+_URL_TEXT = re.compile(r"[!-~]+")
+
+# A profile file is small: the 1,000-node profile of scripts/bench-core is 100 KiB.
+PROFILE_MAX_BYTES = 1024 * 1024
+# A structure handed over already parsed (a filter's input) may share sub-structures, as
+# YAML aliases make them; counting every value visited bounds the work of copying it.
+PROFILE_MAX_VALUES = PROFILE_MAX_BYTES // 2
+
+
+def one_line(text):
+    """text with every line break and control character escaped: one problem, one line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class ProfileProblem:
@@ -95,7 +115,8 @@ class ProfileProblem:
         self.message = message
 
     def format(self, source):
-        return f"{source}: {self.field}: {self.message}" if self.field else f"{source}: {self.message}"
+        text = f"{source}: {self.field}: {self.message}" if self.field else f"{source}: {self.message}"
+        return one_line(text)
 
     def __repr__(self):
         return f"ProfileProblem({self.field!r}, {self.message!r})"
@@ -110,12 +131,32 @@ class ProfileError(Exception):
         super().__init__("\n".join(p.format(source) for p in self.problems))
 
 
+def is_ifname(value):
+    """Whether value is a Linux interface name (n3x allows a subset of what Linux does)."""
+    return isinstance(value, str) and _IFNAME.fullmatch(value) is not None and value not in (".", "..")
+
+
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _bounded_repr():
+    # reprlib stops at a depth and a length: str() of a deep or shared structure would not.
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxdict, shown.maxlist, shown.maxstring, shown.maxother = 3, 6, 6, 60, 60
+    return shown
+
+
+_REPR = _bounded_repr()
+
+
 def _show(value):
-    text = repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        text = repr(value[:61])
+    elif isinstance(value, (dict, list, tuple)):
+        text = _REPR.repr(value)
+    else:
+        text = str(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
@@ -124,12 +165,23 @@ def _suggest(key, known):
     return f"; did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(known)})"
 
 
-def plain(value):
-    """A copy made of builtin types only (Ansible hands over str and dict subclasses)."""
+class _TooBig(Exception):
+    pass
+
+
+def plain(value, budget=None):
+    """A copy made of builtin types only (Ansible hands over str and dict subclasses).
+
+    budget: a one-item list, the number of values still allowed; raises _TooBig beyond it.
+    """
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooBig
     if isinstance(value, dict):
-        return {plain(key): plain(item) for key, item in value.items()}
+        return {plain(key, budget): plain(item, budget) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
+        return [plain(item, budget) for item in value]
     if isinstance(value, bool):
         return bool(value)
     for kind in (int, float, str):
@@ -183,9 +235,9 @@ class _Checker:
         return address
 
     def ifname(self, value, field):
-        if isinstance(value, str) and _IFNAME.match(value):
+        if is_ifname(value):
             return value
-        self.add(field, f"{_show(value)} is not an interface name (1-15 characters: letters, digits, '.', '-', '_')")
+        self.add(field, f"{_show(value)} is not an interface name (1-15 characters: letters, digits, '.', '-', '_'; not '.' or '..')")
         return None
 
     def vlan_id(self, value, field):
@@ -231,7 +283,13 @@ def validate_profile(data, source="profile"):
     Raises ProfileError listing every problem, each with its field path.
     """
     check = _Checker()
-    profile = _validate(check, data)
+    try:
+        profile = _validate(check, data)
+    except _TooBig:
+        problem = f"holds more than {PROFILE_MAX_VALUES} values (shared or repeated structures, like YAML aliases?)"
+        raise ProfileError(source, [ProfileProblem("", problem)]) from None
+    except RecursionError:
+        raise ProfileError(source, [ProfileProblem("", "is nested too deeply")]) from None
     if check.problems:
         raise ProfileError(source, check.problems)
     return profile
@@ -247,7 +305,8 @@ def _validate(check, data):
             check.add(key, "is required")
 
     profile = copy.deepcopy(DEFAULTS)
-    profile.update({k: plain(v) for k, v in root.items() if k in ROOT_KEYS and v is not None})
+    budget = [PROFILE_MAX_VALUES]
+    profile.update({k: plain(v, budget) for k, v in root.items() if k in ROOT_KEYS and v is not None})
 
     if not isinstance(profile["description"], str):
         check.add("description", f"must be a string, got {_show(profile['description'])}")
@@ -286,7 +345,7 @@ def _check_addresses(check, value):
     parsed = {}
     for node, roles in nodes.items():
         field = f"ip_addresses.{node}"
-        if not isinstance(node, str) or not _NODE_NAME.match(node):
+        if not isinstance(node, str) or not _NODE_NAME.fullmatch(node):
             check.add(field, f"{_show(node)} is not a node name (lower-case letters, digits and '-', like server-1)")
             continue
         roles = check.mapping(roles, field, required=True)
@@ -296,7 +355,7 @@ def _check_addresses(check, value):
             check.add(field, "gives no address")
         parsed[node] = {}
         for role, address in roles.items():
-            if not isinstance(role, str) or not _ROLE_NAME.match(role):
+            if not isinstance(role, str) or not _ROLE_NAME.fullmatch(role):
                 check.add(f"{field}.{role}", f"{_show(role)} is not a network role name (like cluster or storage)")
                 continue
             # An invalid address still counts as present (None) so it is reported once.
@@ -325,7 +384,7 @@ def _check_interfaces(check, profile, addresses):
             duplicates = sorted({m for m in value if isinstance(m, str) and value.count(m) > 1})
             if duplicates:
                 check.add(field, f"lists {', '.join(duplicates)} more than once")
-        elif not isinstance(key, str) or not _ROLE_NAME.match(key):
+        elif not isinstance(key, str) or not _ROLE_NAME.fullmatch(key):
             check.add(field, f"unknown key{_suggest(key, ('cluster', 'storage', *INTERFACE_STRUCTURE_KEYS))}")
         elif check.ifname(value, field) is not None:
             roles.append(key)
@@ -423,8 +482,15 @@ def _check_vlans(check, profile, roles, nodes):
             if role not in vlan_ids:
                 check.add(f"{field}.{role}", f"overrides a VLAN that vlan_ids does not define (defined: {', '.join(map(str, vlan_ids)) or 'none'})")
                 continue
-            check.vlan_id(vlan, f"{field}.{role}")
+            if check.vlan_id(vlan, f"{field}.{role}") is not None and is_ifname(trunk):
+                _check_derived_ifname(check, f"{trunk}.{vlan}", f"{field}.{role}")
         _check_unique_ids(check, {**vlan_ids, **overrides}, field)
+
+
+def _check_derived_ifname(check, name, field):
+    """A name the generator makes (<trunk>.<id>) must be an interface name too."""
+    if len(name.encode()) > IFNAME_MAX:
+        check.add(field, f"makes the VLAN interface {name!r} ({len(name.encode())} characters); Linux interface names have at most {IFNAME_MAX}")
 
 
 def _check_unique_ids(check, ids, field):
@@ -497,7 +563,7 @@ def _check_macs(check, profile, nodes):
             check.add(field, f'{mac} was read as a number; quote MAC addresses ("52:54:00:...")')
             continue
         normal = mac.lower() if isinstance(mac, str) else None
-        if normal is None or not _MAC.match(normal):
+        if normal is None or not _MAC.fullmatch(normal):
             check.add(field, f"{_show(mac)} is not a MAC address (six hex pairs separated by ':')")
             continue
         if int(normal[:2], 16) & 1:
@@ -532,7 +598,7 @@ def _check_dhcp(check, profile, addresses, networks, nodes):
             check.add(f"dhcp.{key}", "is required")
     dhcp.setdefault("lease_time", "12h")
     lease = dhcp["lease_time"]
-    if not isinstance(lease, str) or not _LEASE_TIME.match(lease):
+    if not isinstance(lease, str) or not _LEASE_TIME.fullmatch(lease):
         check.add("dhcp.lease_time", f"{_show(lease)} is not a lease time (like 12h, 3600, 45m or infinite)")
     parsed = {key: check.ipv4(dhcp[key], f"dhcp.{key}") for key in ("server", "range_start", "range_end") if key in dhcp}
     network = networks.get("cluster")
@@ -571,14 +637,28 @@ def _check_server_api(check, profile):
         check.add("server_api", f"{_show(url)} is not an https URL with a port (like https://192.168.1.1:6443)")
         return
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        # urlsplit drops tabs and newlines anywhere in a URL: refuse them first.
+        parts = urlsplit(url) if _URL_TEXT.fullmatch(url) else None
+        port = parts.port if parts else None
     except ValueError:
         parts, port = None, None
     if parts is None or parts.scheme != "https" or not parts.hostname or port is None:
-        check.add("server_api", f"{url!r} is not an https URL with a port (like https://192.168.1.1:6443)")
+        check.add("server_api", f"{_show(url)} is not an https URL with a port (like https://192.168.1.1:6443)")
     elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         check.add("server_api", f"{url!r} must be only https://HOST:PORT")
+    elif not _is_host(parts.hostname):
+        check.add("server_api", f"{parts.hostname!r} is not an IP address or a DNS name")
+
+
+_DNS_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?")
+
+
+def _is_host(name):
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return len(name) <= 253 and _DNS_NAME.fullmatch(name) is not None
 
 
 def _check_pod_networks(check, profile, networks):
@@ -647,13 +727,43 @@ def _yaml_loader():
 _LOADER = None
 
 
+def _refuse_aliases(root):
+    """Raise ProfileError's problem text when a node is reached twice (a YAML alias).
+
+    The composed graph holds each anchored node once, however often aliases repeat it, so
+    this walk stops at the first repeat: bounded time, where expanding a "billion laughs"
+    document is not.
+    """
+    seen = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            mark = node.start_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            return f"{where}: this node is used again through a YAML alias; profiles allow no aliases (write the value out)"
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(item for pair in node.value for item in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return None
+
+
 def parse_profile_text(text, source="profile"):
-    """Parse and validate a profile's YAML text."""
+    """Parse and validate a profile's YAML text (no aliases, at most PROFILE_MAX_BYTES)."""
     global _LOADER
     if _LOADER is None:
         _LOADER = _yaml_loader()
+    if len(text) > PROFILE_MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > PROFILE_MAX_BYTES:
+        raise ProfileError(source, [ProfileProblem("", _too_large())])
+    loader = _LOADER(text)
     try:
-        data = yaml.load(text, Loader=_LOADER)
+        node = loader.get_single_node()
+        problem = _refuse_aliases(node) if node is not None else None
+        if problem:
+            raise ProfileError(source, [ProfileProblem("", problem)])
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -661,7 +771,74 @@ def parse_profile_text(text, source="profile"):
         raise ProfileError(source, [ProfileProblem("", f"{where}not valid YAML: {problem}")]) from None
     except RecursionError:
         raise ProfileError(source, [ProfileProblem("", "not valid YAML: nested too deeply")]) from None
+    finally:
+        loader.dispose()
     return validate_profile(data, source)
+
+
+def _too_large():
+    return f"is larger than {PROFILE_MAX_BYTES // 1024} KiB, the limit for a profile"
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode):
+    """Why a file of this mode is no profile file, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return f"is {kind}, not a profile file (a regular YAML file)"
+
+
+def read_profile_file(path, source, limit=PROFILE_MAX_BYTES):
+    """The text of a regular file of at most limit bytes; ProfileError otherwise.
+
+    Special files are refused before any read (stat, then fstat of a non-blocking open, so
+    a FIFO cannot block it and /dev/zero is never read), and reading stops at limit + 1
+    bytes, so a file that grows meanwhile cannot make it read without end.
+    """
+
+    def fail(message):
+        return ProfileError(source, [ProfileProblem("", message)])
+
+    try:
+        problem = _not_regular(os.stat(path).st_mode)
+        if problem:
+            raise fail(problem)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        problem = _not_regular(info.st_mode) or (_too_large() if info.st_size > limit else None)
+        if problem:
+            raise fail(problem)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise fail(_too_large())
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"is not UTF-8 text (byte {exc.start})") from None
 
 
 def resolve_profile_path(profile, profiles_dir):
@@ -691,14 +868,11 @@ def load_profile(profile, profiles_dir):
     path = resolve_profile_path(profile, profiles_dir)
     source = display_path(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_profile_file(path, source)
     except FileNotFoundError:
         names = available_profiles(profiles_dir)
         hint = f"; shipped profiles: {', '.join(names)}" if names else ""
         raise ProfileError(source, [ProfileProblem("", f"no such file{hint}")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(source, [ProfileProblem("", f"cannot read: {getattr(exc, 'strerror', None) or exc}")]) from None
     return path, parse_profile_text(text, source)
 
 
