@@ -100,3 +100,56 @@ def test_nothing_to_list_writes_no_file(node):
 def test_name_must_be_a_file_name(node, name):
     with pytest.raises(kernel.KernelError, match="is not a file name"):
         kernel.converge(name, [], {}, None)
+
+
+def written_files(node):
+    return sorted(str(p.relative_to(node["root"])) for p in node["root"].rglob("*") if p.is_file())
+
+
+def test_a_key_cannot_name_a_path_outside_proc_sys(node, tmp_path):
+    target = tmp_path / "outside"
+    with pytest.raises(kernel.KernelError) as caught:
+        node["converge"](modules=(), sysctls={"net.ipv4.ip_forward": "1", f"a.{target}": "1", "a..b": "1", "../x.y": "1"})
+    assert str(caught.value).splitlines() == [
+        f"sysctls: {key!r} is not a kernel parameter name (dotted words of letters, digits, '_', '-', like net.ipv4.ip_forward)"
+        for key in (f"a.{target}", "a..b", "../x.y")
+    ]
+    assert not target.exists()
+    assert written_files(node) == []
+    assert (node["proc"] / "net/ipv4/ip_forward").read_text() == "0\n"
+
+
+@pytest.mark.parametrize(
+    ("modules", "sysctls", "problem"),
+    [
+        ((), {"net.ipv4.ip_forward = 1\nkernel.panic": "1"}, "sysctls: 'net.ipv4.ip_forward = 1\\nkernel.panic' is not a kernel parameter name"),
+        ((), {"net.ipv4.ip_forward\n": "1"}, "sysctls: 'net.ipv4.ip_forward\\n' is not a kernel parameter name"),
+        ((), {"net.ipv4.ip_forward": "1\x1b[2J"}, "sysctls.net.ipv4.ip_forward: '1\\x1b[2J' holds a control character"),
+        (("overlay\nnbd",), {}, "modules: 'overlay\\nnbd' is not a kernel module name"),
+        (("../../x",), {}, "modules: '../../x' is not a kernel module name"),
+    ],
+)
+def test_a_newline_or_control_character_is_refused_before_anything_is_written(node, modules, sysctls, problem):
+    with pytest.raises(kernel.KernelError) as caught:
+        node["converge"](modules=modules, sysctls={"net.ipv4.ip_forward": "1", **sysctls})
+    assert str(caught.value).startswith(problem)
+    assert "\n" not in str(caught.value)
+    assert written_files(node) == []
+    assert node["commands"] == []
+    assert (node["proc"] / "net/ipv4/ip_forward").read_text() == "0\n"
+
+
+def test_an_unknown_parameter_writes_no_file(node):
+    with pytest.raises(kernel.KernelError, match=r"^net.ipv4.nope: no such kernel parameter"):
+        node["converge"](modules=(), sysctls={"net.ipv4.ip_forward": "1", "net.ipv4.nope": "1"})
+    assert written_files(node) == []
+    assert (node["proc"] / "net/ipv4/ip_forward").read_text() == "0\n"
+
+
+def test_a_slash_in_a_word_stands_for_a_dot(node):
+    # sysctl.d(5): the dotted form of /proc/sys/net/ipv4/conf/eth1.200/forwarding.
+    (node["proc"] / "net/ipv4/conf/eth1.200").mkdir(parents=True)
+    (node["proc"] / "net/ipv4/conf/eth1.200/forwarding").write_text("0\n")
+    result = node["converge"](modules=(), sysctls={"net.ipv4.conf.eth1/200.forwarding": "1"})
+    assert result["set"] == ["net.ipv4.conf.eth1/200.forwarding"]
+    assert (node["proc"] / "net/ipv4/conf/eth1.200/forwarding").read_text() == "1\n"
