@@ -57,8 +57,12 @@ LAB_FORMAT = 1
 BOOT_MODES = ("direct", "uefi", "disk")
 ACCELS = ("auto", "kvm", "tcg")
 DEFAULT_SEGMENT = "lab"
-MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-NIC_RE = re.compile(r"^eth([1-9][0-9]*)$")
+# Used with fullmatch (`$` would match before a trailing newline).
+MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+NIC_RE = re.compile(r"eth([1-9][0-9]*)")
+# A VM name is its guest's hostname, a file name in the lab directory and part of QEMU
+# options (-name NAME,process=...): one DNS label, so no ',', '/', '..' or whitespace.
+VM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 # Kernel arguments every lab VM needs: NICs named eth0.. in PCI order, serial console,
 # a quiet boot (printing to an emulated UART is slow under TCG).
@@ -70,7 +74,7 @@ ESP_SLOT = 0x05
 DATA_SLOT = 0x06
 # The data disk's virtio serial: the guest sees it as /dev/disk/by-id/virtio-n3x-data.
 DATA_DISK_SERIAL = "n3x-data"
-SIZE_RE = re.compile(r"^[1-9][0-9]*[MG]$")
+SIZE_RE = re.compile(r"[1-9][0-9]*[MG]")
 NIC_SLOT_BASE = 0x10
 
 
@@ -105,7 +109,7 @@ def mac_for(node, nic, salt=0):
 
 def normalize_mac(mac):
     mac = str(mac).strip().lower().replace("-", ":")
-    if not MAC_RE.match(mac):
+    if not MAC_RE.fullmatch(mac):
         raise LabError(f"invalid MAC address: {mac!r}")
     if int(mac[:2], 16) & 1:
         raise LabError(f"MAC address {mac} is multicast; a NIC needs a unicast address")
@@ -195,7 +199,7 @@ def normalize_nics(node, nics, mac=None):
     for nic in nics or []:
         spec = {"name": nic} if isinstance(nic, str) else dict(nic)
         name = spec.get("name", "")
-        if not NIC_RE.match(name):
+        if not isinstance(name, str) or not NIC_RE.fullmatch(name):
             raise LabError(f"lab NIC names must be eth1, eth2, ...; got {name!r} for {node}")
         out.append(
             {
@@ -204,7 +208,7 @@ def normalize_nics(node, nics, mac=None):
                 "mac": normalize_mac(spec["mac"]) if spec.get("mac") else None,
             }
         )
-    out.sort(key=lambda n: int(NIC_RE.match(n["name"]).group(1)))
+    out.sort(key=lambda n: int(NIC_RE.fullmatch(n["name"]).group(1)))
     names = [n["name"] for n in out]
     expected = [f"eth{i}" for i in range(1, len(out) + 1)]
     if names != expected:
@@ -225,8 +229,19 @@ def image_arch(image_dir):
         return "amd64"
 
 
+def check_vm_name(name):
+    if not isinstance(name, str) or not VM_NAME_RE.fullmatch(name):
+        raise LabError(f"name: {name!r} is not a lab VM name (a hostname: lower-case letters, digits and '-', like server-1)")
+    return name
+
+
+def qemu_value(text):
+    """text as a value inside a QEMU option list (-drive file=...): commas doubled."""
+    return str(text).replace(",", ",,")
+
+
 def vm_paths(lab_dir, name):
-    base = os.path.join(os.path.expanduser(lab_dir), name)
+    base = os.path.join(os.path.expanduser(lab_dir), check_vm_name(name))
     return {
         "dir": os.path.expanduser(lab_dir),
         "overlay": base + ".qcow2",
@@ -265,11 +280,12 @@ def vm_definition(
     arch is the guest's (the image's) architecture; data_disk a size such as 1G for an
     empty second disk (kept until the VM is removed), empty for none.
     """
+    check_vm_name(name)
     if arch not in ARCHES:
         raise LabError("arch must be one of {}".format(", ".join(ARCHES)))
     if arch != "amd64" and boot_mode != "direct":
         raise LabError(f"{arch} lab VMs boot directly (-kernel/-initrd); boot_mode {boot_mode} is for amd64")
-    if data_disk and not SIZE_RE.match(str(data_disk)):
+    if data_disk and not SIZE_RE.fullmatch(str(data_disk)):
         raise LabError(f"data_disk must be a size such as 512M or 2G, got {data_disk!r}")
     if boot_mode not in BOOT_MODES:
         raise LabError("boot_mode must be one of {}".format(", ".join(BOOT_MODES)))
@@ -355,12 +371,12 @@ def qemu_argv(vm, ssh_port, accel):
         "-pidfile",
         p["pid"],
         "-qmp",
-        "unix:{},server=on,wait=off".format(p["qmp"]),
+        "unix:{},server=on,wait=off".format(qemu_value(p["qmp"])),
         "-serial",
         "file:{}".format(p["serial"]),
         # cache=unsafe: lab disks are throwaway overlays; skipping flushes saves boot time.
         "-drive",
-        "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file={}".format(p["overlay"]),
+        "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file={}".format(qemu_value(p["overlay"])),
         "-device",
         "virtio-blk-pci,drive=root,addr=0x{:x}{}".format(DISK_SLOT, {"uefi": ",bootindex=1", "disk": ",bootindex=0"}.get(vm["boot_mode"], "")),
         "-device",
@@ -369,7 +385,7 @@ def qemu_argv(vm, ssh_port, accel):
     if vm.get("data_disk"):
         argv += [
             "-drive",
-            "if=none,id=data,format=qcow2,cache=unsafe,discard=unmap,file={}".format(p["data"]),
+            "if=none,id=data,format=qcow2,cache=unsafe,discard=unmap,file={}".format(qemu_value(p["data"])),
             "-device",
             f"virtio-blk-pci,drive=data,addr=0x{DATA_SLOT:x},serial={DATA_DISK_SERIAL}",
         ]
@@ -378,14 +394,14 @@ def qemu_argv(vm, ssh_port, accel):
     else:
         argv += [
             "-drive",
-            "if=pflash,format=raw,unit=0,readonly=on,file={}".format(vm["ovmf_code"]),
+            "if=pflash,format=raw,unit=0,readonly=on,file={}".format(qemu_value(vm["ovmf_code"])),
             "-drive",
-            "if=pflash,format=raw,unit=1,file={}".format(p["vars"]),
+            "if=pflash,format=raw,unit=1,file={}".format(qemu_value(p["vars"])),
         ]
     if vm["boot_mode"] == "uefi":
         argv += [
             "-drive",
-            "if=none,id=esp,format=raw,cache=unsafe,file={}".format(p["esp"]),
+            "if=none,id=esp,format=raw,cache=unsafe,file={}".format(qemu_value(p["esp"])),
             "-device",
             f"virtio-blk-pci,drive=esp,addr=0x{ESP_SLOT:x},bootindex=0",
         ]
@@ -767,7 +783,7 @@ def qmp_command(qmp_path, command, arguments=None, timeout=5.0):
 
 def vm_nics(state):
     """NIC names (eth0, eth1...) of a started VM, from its recorded command line."""
-    return [m.group(1) for arg in state.get("argv", []) for m in [re.match(r"virtio-net-pci,netdev=[^,]+,id=([^,]+),", arg)] if m]
+    return [m.group(1) for arg in state.get("argv", []) for m in [re.match(r"virtio-net-pci,netdev=[^,]+,id=([^,]+),", str(arg))] if m]
 
 
 def link_state(paths, nic):

@@ -69,9 +69,9 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    paths = lab.vm_paths(p["lab_dir"], p["name"])
     want = p["state"] == "up"
     try:
+        paths = lab.vm_paths(p["lab_dir"], p["name"])
         if lab.running_pid(paths) is None:
             module.fail_json(msg="lab VM {} is not running (no live QEMU for {})".format(p["name"], paths["pid"]))
         if module.check_mode:

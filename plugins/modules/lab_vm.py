@@ -25,7 +25,9 @@ description:
 author: n3x developers
 options:
   name:
-    description: VM (and guest host) name.
+    description:
+      - VM (and guest host) name, a hostname (lower-case letters, digits and C(-)); it also
+        names the VM's files in O(lab_dir).
     type: str
     required: true
   state:
@@ -203,7 +205,10 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    paths = lab.vm_paths(p["lab_dir"], p["name"])
+    try:
+        paths = lab.vm_paths(p["lab_dir"], p["name"])
+    except lab.LabError as exc:
+        module.fail_json(msg=str(exc))
     result = {"name": p["name"], "serial_log": paths["serial"], "qmp": paths["qmp"], "lab_dir": paths["dir"]}
     try:
         if p["state"] != "started":

@@ -321,3 +321,27 @@ def test_image_arch_comes_from_the_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text('{"spec": {"arch": "arm64"}}')
     assert lab.image_arch(str(tmp_path)) == "arm64"
     assert lab.image_arch(str(tmp_path / "missing")) == "amd64"
+
+
+@pytest.mark.parametrize("bad", ["a,b", "a,format=raw", "../x", "a/b", "..", "server-1\n", "Server-1", "", "-a", "a" * 64])
+def test_vm_names_are_hostnames(tmp_path, bad):
+    message = f"name: {bad!r} is not a lab VM name (a hostname: lower-case letters, digits and '-', like server-1)"
+    with pytest.raises(lab.LabError) as caught:
+        lab.vm_paths(str(tmp_path), bad)
+    assert str(caught.value) == message
+    with pytest.raises(lab.LabError, match="is not a lab VM name"):
+        lab.vm_definition(bad, str(tmp_path), "/img/root.img", kernel="/k", initrd="/i")
+
+
+def test_commas_in_paths_are_escaped_in_qemu_options(tmp_path):
+    lab_dir = tmp_path / "a,format=raw,b"
+    vm = direct_vm(lab_dir, data_disk="1G")
+    argv = lab.qemu_argv(vm, 2222, "tcg")
+    escaped = str(lab_dir / "lab").replace(",", ",,")
+    drives = opt_values(argv, "-drive")
+    assert drives[0] == f"if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file={escaped}/server-1.qcow2"
+    assert drives[1] == f"if=none,id=data,format=qcow2,cache=unsafe,discard=unmap,file={escaped}/server-1.data.qcow2"
+    assert opt_values(argv, "-qmp") == [f"unix:{escaped}/server-1.qmp,server=on,wait=off"]
+    # -serial file: and -pidfile take the path as it is (QEMU does not split them at commas).
+    assert opt_values(argv, "-serial") == [f"file:{lab_dir}/lab/server-1.serial.log"]
+    assert opt_values(argv, "-pidfile") == [f"{lab_dir}/lab/server-1.pid"]
