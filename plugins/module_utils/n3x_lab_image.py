@@ -18,7 +18,9 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -506,8 +508,51 @@ def overlay_files(ssh_pubkey, hostname="n3x-lab", extra_files=None):
         "/etc/iscsi/initiatorname.iscsi": (0o600, "GenerateName=yes\n"),
     }
     for path, spec in (extra_files or {}).items():
-        files[path] = (int(spec.get("mode", "0644"), 8), spec["content"])
+        check_image_path(path, "extra_files")
+        try:
+            files[path] = (int(str(spec.get("mode", "0644")), 8), str(spec["content"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ImageError(f"extra_files: {path!r} needs content and an octal mode (like 0644)") from None
     return files
+
+
+def check_image_path(path, field):
+    """An absolute, normalised path inside the image: no '..', no empty or '.' part."""
+    plain = isinstance(path, str) and path.startswith("/") and path != "/" and path.isprintable()
+    if not plain or os.path.normpath(path) != path or "//" in path or "/../" in f"{path}/":
+        raise ImageError(f"{field}: {path!r} is not an absolute path inside the image without '..' (like /etc/n3x/ca.pem)")
+    return path
+
+
+def tree_path(tree, path, max_links=40):
+    """Where path is inside tree as the image will see it: symlinks resolved as in a chroot.
+
+    An absolute symlink target starts again at the tree's root and '..' stops there, so no
+    link in the tree (Debian's /lib -> usr/lib, or a hostile one) leads out of it.
+    """
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    resolved = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(tree, *resolved, part)
+        if os.path.islink(candidate):
+            links += 1
+            if links > max_links:
+                raise ImageError(f"{path}: too many levels of symbolic links in the image")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    if not resolved:
+        raise ImageError(f"{path}: resolves to the image's root directory")
+    return os.path.join(tree, *resolved)
 
 
 def image_spec(
@@ -692,6 +737,32 @@ def files_in_use(lab_root):
     return found
 
 
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def is_image_dir(image_dir):
+    """Whether image_dir is an image n3x built: a real directory named by a hex key, holding
+    the manifest build() wrote for that key. Anything else in the cache is never removed."""
+    key = os.path.basename(image_dir)
+    if not _KEY.fullmatch(key):
+        return False
+    try:
+        if not stat.S_ISDIR(os.lstat(image_dir).st_mode):
+            return False
+        manifest_path = os.path.join(image_dir, "manifest.json")
+        if not stat.S_ISREG(os.lstat(manifest_path).st_mode):
+            return False
+        with open(manifest_path, "rb") as fh:
+            manifest = json.loads(fh.read(MANIFEST_MAX_BYTES))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("key") == key and isinstance(manifest.get("spec"), dict)
+
+
+# A manifest lists the image's packages: tens of KiB.
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
+
+
 def prune(cache_dir, keep_days, keep=(), in_use=(), now=None):
     """Remove the cached images no lab used for keep_days days. Returns their keys.
 
@@ -702,7 +773,7 @@ def prune(cache_dir, keep_days, keep=(), in_use=(), now=None):
     removed = []
     for key in sorted(os.listdir(cache_dir)):
         image_dir = os.path.join(cache_dir, key)
-        if len(key) != 64 or key in keep or not os.path.isdir(image_dir):
+        if key in keep or not is_image_dir(image_dir):
             continue
         if any(path.startswith(image_dir + os.sep) for path in in_use):
             continue
@@ -760,11 +831,13 @@ def _run(argv, log):
 def customize_tree(tree, spec, log):
     """Write the overlay files and set unit states, without chroot (systemctl --root)."""
     for path, (mode, content) in spec["files"].items():
-        dest = os.path.join(tree, path.lstrip("/"))
+        dest = tree_path(tree, check_image_path(path, "files"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if os.path.dirname(path) == "/root/.ssh":
             os.chmod(os.path.dirname(dest), 0o700)
-        with open(dest, "w") as fh:
+        # tree_path resolved every link: the file itself is never one.
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as fh:
             fh.write(content)
         os.chmod(dest, int(mode, 8))
     if spec["enabled_units"]:

@@ -180,7 +180,7 @@ DAY = 86400
 def cached_image(cache, key, used_days_ago, now):
     image_dir = cache / key
     image_dir.mkdir(parents=True)
-    (image_dir / "manifest.json").write_text("{}")
+    (image_dir / "manifest.json").write_text(json.dumps({"key": key, "spec": {}}))
     (cache / (key + ".lock")).write_text("")
     img.mark_used(str(cache), key, now=now - used_days_ago * DAY)
     return image_dir
@@ -213,7 +213,79 @@ def test_prune_keeps_images_a_lab_vm_uses(tmp_path):
 def test_an_image_without_a_stamp_ages_from_its_manifest(tmp_path):
     image_dir = tmp_path / ("f" * 64)
     image_dir.mkdir()
-    (image_dir / "manifest.json").write_text("{}")
+    (image_dir / "manifest.json").write_text(json.dumps({"key": "f" * 64, "spec": {}}))
     os.utime(image_dir / "manifest.json", (1_000_000_000, 1_000_000_000))
     assert img.prune(str(tmp_path), 30, now=1_000_000_000 + 29 * DAY) == []
     assert img.prune(str(tmp_path), 30, now=1_000_000_000 + 31 * DAY) == ["f" * 64]
+
+
+def test_prune_removes_only_directories_that_are_n3x_images(tmp_path):
+    now = 1_800_000_000
+    cache = tmp_path / "cache"
+    image = cached_image(cache, "1" * 64, 400, now)
+    not_images = {
+        "no manifest": "2" * 64,
+        "another key's manifest": "3" * 64,
+        "a manifest without a spec": "4" * 64,
+        "upper-case hex": "A" * 64,
+        "not hex": "g" * 64,
+        "a symlink": "5" * 64,
+        "a manifest that is a symlink": "6" * 64,
+    }
+    for name in not_images.values():
+        if name != not_images["a symlink"]:
+            (cache / name).mkdir()
+    (cache / not_images["another key's manifest"] / "manifest.json").write_text(json.dumps({"key": "1" * 64, "spec": {}}))
+    (cache / not_images["a manifest without a spec"] / "manifest.json").write_text(json.dumps({"key": "4" * 64}))
+    (cache / not_images["upper-case hex"] / "manifest.json").write_text(json.dumps({"key": "A" * 64, "spec": {}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "manifest.json").write_text(json.dumps({"key": "5" * 64, "spec": {}}))
+    (cache / not_images["a symlink"]).symlink_to(elsewhere)
+    (cache / not_images["a manifest that is a symlink"] / "manifest.json").symlink_to(elsewhere / "manifest.json")
+    for name in not_images.values():
+        os.utime(cache / name, (now - 400 * DAY, now - 400 * DAY), follow_symlinks=False)
+    assert img.prune(str(cache), 30, now=now) == ["1" * 64]
+    assert not image.exists()
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == sorted(not_images.values())
+    assert (elsewhere / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("bad", ["etc/x", "/", "/etc/../../x", "/etc/./x", "//etc/x", "/etc/x/", "/etc/x\n"])
+def test_extra_files_must_be_absolute_paths_inside_the_image(bad):
+    with pytest.raises(img.ImageError) as caught:
+        img.overlay_files("ssh-ed25519 AAAA lab", extra_files={bad: {"content": "x"}})
+    assert str(caught.value) == f"extra_files: {bad!r} is not an absolute path inside the image without '..' (like /etc/n3x/ca.pem)"
+
+
+def test_extra_files_never_leave_the_tree_through_symlinks(tmp_path, monkeypatch):
+    monkeypatch.setattr(img, "_run", lambda argv, log: None)  # systemctl --root: not under test
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    (tree / "usr/lib").mkdir(parents=True)
+    (tree / "etc").mkdir()
+    outside.mkdir()
+    (tree / "lib").symlink_to("usr/lib")  # Debian's merged /usr: relative and inside
+    (tree / "etc/absolute").symlink_to(outside)  # on the build host this leads out
+    (tree / "etc/up").symlink_to("../../../../outside")
+    (tree / "etc/resolv.conf").symlink_to(outside / "resolv.conf")
+    files = {
+        "/lib/n3x/a.conf": {"content": "a\n"},
+        "/etc/absolute/b.conf": {"content": "b\n"},
+        "/etc/up/c.conf": {"content": "c\n"},
+        "/etc/resolv.conf": {"content": "nameserver 192.0.2.1\n"},
+    }
+    s = spec(extra_files=files)
+    s["masked_generators"] = []
+    img.customize_tree(str(tree), s, None)
+    assert list(outside.iterdir()) == []
+    assert (tree / "usr/lib/n3x/a.conf").read_text() == "a\n"
+    assert (tree / str(outside).lstrip("/") / "b.conf").read_text() == "b\n"
+    assert (tree / "outside/c.conf").read_text() == "c\n"
+    assert (tree / str(outside).lstrip("/") / "resolv.conf").read_text() == "nameserver 192.0.2.1\n"
+
+
+def test_symlink_loops_in_the_tree_are_an_error(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/loop").symlink_to("loop")
+    with pytest.raises(img.ImageError, match="too many levels of symbolic links"):
+        img.tree_path(str(tmp_path), "/etc/loop/x")
