@@ -21,7 +21,9 @@ options:
         type: str
         required: true
       content:
-        description: The file's text.
+        description:
+          - The file's text. Never logged (C(no_log)); a file others may not read shows no
+            text in C(--diff) either.
         type: str
         required: true
       mode:

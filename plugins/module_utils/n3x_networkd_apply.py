@@ -20,18 +20,19 @@ import re
 import time
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import apply as apply_files
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import files_by_path
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import diffs as file_diffs
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import kept_warnings
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import plan as plan_files
 
 WAIT_ONLINE = "/lib/systemd/systemd-networkd-wait-online"
 NETWORKD = "systemd-networkd.service"
 # n3x_networkd names a device's unit NN-n3x-DEVICE.netdev.
-_NETDEV_FILE = re.compile(r"^\d+-n3x-(.+)\.netdev$")
+_NETDEV_FILE = re.compile(r"\d+-n3x-(.+)\.netdev")
 
 
 def recreated_devices(paths):
     """Devices whose .netdev was written or removed, to delete before networkd reloads."""
-    names = (_NETDEV_FILE.match(os.path.basename(path)) for path in paths)
+    names = (_NETDEV_FILE.fullmatch(os.path.basename(path)) for path in paths)
     return sorted({match.group(1) for match in names if match})
 
 
@@ -68,23 +69,6 @@ def _command_text(argv):
     return " ".join(argv)
 
 
-def file_diffs(dest, files, paths, removed):
-    """Ansible diff entries (before/after text) of the files about to change."""
-    by_path = files_by_path(dest, files)
-    diffs = []
-    for path in [*paths, *removed]:
-        target = os.path.join(dest, path)
-        try:
-            with open(target, encoding="utf-8") as handle:
-                before = handle.read()
-        except OSError:
-            before = ""
-        after = by_path[path]["content"] if path in by_path else ""
-        if before != after:
-            diffs.append({"before_header": target, "after_header": target, "before": before, "after": after})
-    return diffs
-
-
 def converge(
     files,
     run,
@@ -103,13 +87,16 @@ def converge(
     Stale n3x files are pruned from unit_dir only: the module list's directory is shared
     with other n3x steps (kernel_settings).
     """
-    to_write, to_chmod, to_remove = plan_files(dest, files, prune=[unit_dir])
+    planned = plan_files(dest, files, prune=[unit_dir])
+    to_write, to_chmod, to_remove = planned
     result = {"changed": bool(to_write or to_chmod or to_remove), "written": to_write, "chmod": to_chmod, "removed": to_remove, "recreated": [], "commands": []}
+    if planned.kept:
+        result["warnings"] = kept_warnings(dest, planned.kept)
     if diff:
-        result["diff"] = file_diffs(dest, files, to_write, to_remove)
+        result["diff"] = file_diffs(dest, files, to_write + to_remove)
     if check_mode:
         return result
-    apply_files(dest, files, planned=(to_write, to_chmod, to_remove))
+    apply_files(dest, files, prune=[unit_dir], planned=planned)
     if to_write or to_remove:
         result["recreated"] = recreated_devices(to_write + to_remove)
         enabled = run(["systemctl", "is-enabled", "--quiet", NETWORKD])[0] == 0

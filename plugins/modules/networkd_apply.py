@@ -12,8 +12,9 @@ short_description: Install a node's networkd units, apply them on change and wai
 version_added: 0.1.0
 description:
   - Installs the given files (the node's units and module list from
-    P(n3x.cluster.networkd_files#filter)) like M(n3x.cluster.managed_files), removing stale
-    files n3x generated earlier from O(unit_dir) and never touching others.
+    P(n3x.cluster.networkd_files#filter)) like M(n3x.cluster.managed_files), removing from
+    O(unit_dir) only stale files its manifest proves n3x wrote, following no symbolic link,
+    and never touching others.
   - Only when a file was written or removed, applies the change - loads O(kernel_modules)
     (C(modprobe -a)), deletes each device whose C(.netdev) changed (networkd changes neither a
     bond's mode nor a VLAN id in place), enables systemd-networkd if it is not, starts it,
@@ -56,7 +57,7 @@ attributes:
     details: Reports the files that would change; applies nothing and does not wait.
   diff_mode:
     support: full
-    details: The text of each file before and after.
+    details: Unified text of each changed file others may read; only the name of any other (content is no_log).
   platform:
     platforms: posix
 extends_documentation_fragment:
@@ -94,7 +95,7 @@ chmod:
   type: list
   elements: str
 removed:
-  description: Stale n3x-generated files removed.
+  description: Stale files removed (listed in O(unit_dir)'s manifest, unchanged since n3x wrote them).
   returned: always
   type: list
   elements: str

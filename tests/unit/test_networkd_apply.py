@@ -124,9 +124,9 @@ def test_check_mode_reports_and_touches_nothing(tmp_path):
     assert result["changed"]
     assert node.commands == []
     assert not (tmp_path / "etc").exists()
-    diff = {d["after_header"].rsplit("/", 1)[1]: d for d in result["diff"]}
-    assert diff["30-n3x-eth1.200.netdev"]["before"] == ""
-    assert "Id=200" in diff["30-n3x-eth1.200.netdev"]["after"]
+    diff = {d["prepared"].splitlines()[1].rsplit("/", 1)[1]: d["prepared"] for d in result["diff"]}
+    assert "\n+Id=200\n" in diff["30-n3x-eth1.200.netdev"]
+    assert diff["30-n3x-eth1.200.netdev"].startswith("--- before: ")
 
 
 def test_diff_shows_only_files_that_change(tmp_path):
