@@ -39,10 +39,20 @@ def lab_nodes(host, profile):
     return [name for name in names if name in profile["ip_addresses"]]
 
 
+CLUSTER_GROUPS = ("k3s_cluster", "k3s_servers", "k3s_agents")
+
+
 @pytest.fixture
-def expected(profile, node):
-    """{interface: [address/prefix, ...]} this node must hold, and nothing else."""
+def expected(host, profile, node):
+    """{interface: [address/prefix, ...]} this node must hold, and nothing else.
+
+    Only lab infrastructure (a platform in no k3s group, the DHCP server) is skipped: a
+    cluster platform missing from the profile is a name that drifted, and fails.
+    """
     if node not in profile["ip_addresses"]:
+        groups = [g for g in CLUSTER_GROUPS if node in host.backend.get_hosts(g, ansible_inventory=host.backend.ansible_inventory)]
+        if groups:
+            pytest.fail(f"{node} is in {', '.join(groups)} but not in the profile's ip_addresses ({', '.join(profile['ip_addresses'])})")
         pytest.skip(f"{node} is lab infrastructure, not a profile node")
     wanted = {}
     names = node_interfaces(profile, node)
