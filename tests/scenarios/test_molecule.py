@@ -16,7 +16,8 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
-# Order matters: lower layers first, and the suite stops at the first broken layer.
+# Lower layers first, so the first failure in the summary is the lowest broken layer. Every
+# scenario still runs: a broken layer fails its own test and does not stop the others.
 SCENARIOS = [
     "l1-vm-boot",
     "l2-two-vm-network",
