@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, ProfileProblem
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, ProfileProblem, is_ifname
 
 LEASE_FILE = "/var/lib/misc/n3x-dnsmasq.leases"
 
@@ -15,6 +15,7 @@ def dnsmasq_config(profile, interface="eth1", lease_file=LEASE_FILE):
     """dnsmasq.conf text: the profile's range and one static lease per node, by MAC."""
     if profile["addressing"] != "dhcp":
         raise ProfileError("profile", [ProfileProblem("addressing", "is not dhcp: the profile describes no DHCP server")])
+    _check_interface(interface)
     dhcp = profile["dhcp"]
     netmask = ipaddress.IPv4Network(f"0.0.0.0/{profile['prefix_length']}").netmask
     lease = dhcp["lease_time"]
@@ -69,8 +70,15 @@ def dhcp_server_files(profile, interface="eth1"):
     return files
 
 
+def _check_interface(interface):
+    # It becomes a line of dnsmasq.conf, a unit's file name and an ExecStartPre argument.
+    if not is_ifname(interface):
+        raise ProfileError("DHCP server", [ProfileProblem("interface", f"{interface!r} is not an interface name")])
+
+
 def dhcp_server_units(profile, interface="eth1"):
     """{file name: text}: the DHCP server's own static address on the cluster network."""
+    _check_interface(interface)
     return {
         f"20-n3x-{interface}.network": "\n".join(
             [

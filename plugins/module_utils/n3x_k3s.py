@@ -31,7 +31,7 @@ DEFAULT_KUBECONFIG_MODE = "0600"
 SECRET_KEYS = {"token": "token-file", "agent-token": "agent-token-file"}
 # The profile owns these; an override would make the node disagree with its network.
 PROFILE_KEYS = ("node-ip", "flannel-iface", "advertise-address", "cluster-cidr", "service-cidr", "server", "cluster-init")
-_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+_DURATION = re.compile(r"([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+")
 _TYPE_NAMES = {
     "string": "a string",
     "bool": "true or false",
@@ -51,7 +51,7 @@ def _type_ok(kind, value):
     if kind == "stringslice":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(item, str) for item in value))
     if kind == "duration":
-        return isinstance(value, str) and bool(_DURATION.match(value))
+        return isinstance(value, str) and bool(_DURATION.fullmatch(value))
     return False
 
 

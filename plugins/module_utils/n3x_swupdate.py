@@ -35,8 +35,8 @@ CPIO_TRAILER = "TRAILER!!!"
 CPIO_MTIME = 0  # fixed, so the same inputs give the same bytes
 _CHUNK = 1024 * 1024
 # libconfig setting names: a letter or '*', then letters, digits, '-', '_', '*'.
-_SETTING_NAME = re.compile(r"^[A-Za-z][-A-Za-z0-9_]*$")
-_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SETTING_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9_]*")
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _RESERVED = {"version", "description", "hardware-compatibility", "uboot", "bootenv", "files", "scripts", "partitions", "images", COLLECTION}
 
 
@@ -90,7 +90,7 @@ def parse_hardware(entries):
         board, sep, revision = str(entry).partition(":")
         if not sep or not board or not revision:
             raise SwupdateError(f"hardware: {entry!r} is not board:revision")
-        if not _SETTING_NAME.match(board) or board in _RESERVED or board.startswith("slot_"):
+        if not _SETTING_NAME.fullmatch(board) or board in _RESERVED or board.startswith("slot_"):
             raise SwupdateError(
                 f"hardware: board {board!r} must start with a letter and hold only letters, digits, '-' and '_' (and not be a swupdate keyword)"
             )
@@ -117,7 +117,7 @@ def check_images(images):
     for index, image in enumerate(images):
         where = f"images[{index}]"
         name = image.get("name") or os.path.basename(str(image.get("path") or ""))
-        if not name or not _FILENAME.match(name) or name.startswith("sw-description"):
+        if not name or not _FILENAME.fullmatch(name) or name.startswith("sw-description"):
             raise SwupdateError(f"{where}.name: {name!r} is not a plain file name (letters, digits, '.', '_', '+', '-')")
         if name in names:
             raise SwupdateError(f"{where}.name: {name!r} appears twice")
