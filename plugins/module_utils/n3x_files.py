@@ -70,11 +70,6 @@ def relative_path(dest, path):
     return os.path.normpath(os.path.relpath(path, dest) if os.path.isabs(path) else path)
 
 
-def files_by_path(dest, files):
-    """{relative path: file item} of the wanted files."""
-    return {relative_path(dest, item["path"]): item for item in files}
-
-
 def file_mode(item):
     try:
         mode = int(str(item.get("mode", "0644")), 8)
@@ -208,6 +203,7 @@ def _write(dir_fd, name, data, mode):
 
 
 def _wanted(dest, files):
+    """{path relative to dest: file item} of the wanted files, each checked."""
     wanted = {}
     for item in files:
         path = relative_path(dest, item["path"])
