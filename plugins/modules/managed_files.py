@@ -103,7 +103,9 @@ def main():
         if module._diff:
             result["diff"] = diffs(dest, files, written + removed)
         apply(dest, files, prune, module.check_mode, planned=planned)
-    except (FilesError, OSError, ValueError) as exc:
+    except FilesError as exc:  # its message names the file
+        module.fail_json(msg=str(exc))
+    except (OSError, ValueError) as exc:
         module.fail_json(msg=f"{dest}: {exc}")
     for warning in kept_warnings(dest, planned.kept):
         module.warn(warning)
