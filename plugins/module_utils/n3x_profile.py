@@ -91,7 +91,7 @@ _LEASE_TIME = re.compile(r"([0-9]+[smhdw]?|infinite)")
 # server_api is written into k3s config files: no whitespace or control character at all.
 _URL_TEXT = re.compile(r"[!-~]+")
 
-# A profile file is small: the 1,000-node profile of scripts/bench-core is 100 KiB.
+# A profile file is small: the 1,000-node profile of scripts/bench-core is 63 KiB.
 PROFILE_MAX_BYTES = 1024 * 1024
 # A structure handed over already parsed (a filter's input) may share sub-structures, as
 # YAML aliases make them; counting every value visited bounds the work of copying it.
