@@ -4,6 +4,7 @@
 """Every flag k3s server and agent accept: long name -> (type, commands)."""
 
 K3S_VERSION = "v1.35.0+k3s3"
+K3S_MINOR = "1.35"
 
 FLAGS = {
     "advertise-address": ("string", ("server",)),

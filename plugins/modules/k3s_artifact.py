@@ -14,17 +14,22 @@ description:
   - Resolves where a node's k3s comes from and checks its sha256 before any node is touched.
     Runs on the controller (it is an action plugin); it never connects to a managed host.
   - The first source given wins, in this order.
-  - O(binary_path), a k3s binary on the controller. It is checked against O(binary_checksum)
-    or its entry in O(checksum_file) when one is given, and used with a warning otherwise.
+  - O(binary_path), a k3s binary on the controller. It is checked against O(binary_checksum),
+    or its entry in O(checksum_file), or in the release's C(sha256sum-ARCH.txt) beside it (as
+    install.sh checks its download). Without any it is refused, unless O(allow_unverified),
+    and the result's RV(verified) is then false.
   - O(airgap_dir), a directory laid out like a k3s release, holding the binary (C(k3s) or
     C(k3s-arm64)), C(k3s-airgap-images-ARCH.tar.zst) and C(sha256sum-ARCH.txt). Both the
-    binary and the image tarball must match the checksum file.
+    binary and the image tarball must match the checksum file. With O(binary_path) too, the
+    binary comes from that path and the images still from this directory.
   - A download of O(version) from C(https://github.com/k3s-io/k3s/releases/download/VERSION/)
     (the version's C(+) encoded as C(%2B)) into O(download_dir), only with O(download=true).
     The release's C(sha256sum-ARCH.txt) is fetched first and the binary is kept only if it
     matches. A verified copy already in O(download_dir) is reused without downloading.
   - With none of these the task fails with one message naming the three ways to provide k3s.
     A checksum mismatch fails the task with the file, the expected and the actual sha256.
+  - Also returns the flag table that checks C(config.yaml) for O(version), the table of its
+    minor release, or with O(allow_other_minor) the newest one; another minor fails.
   - The messages use the variable names of the M(n3x.cluster.k3s) role (C(k3s_binary_path),
     C(k3s_airgap_dir), C(k3s_download)), which pass straight to these options.
 options:
@@ -62,6 +67,14 @@ options:
     description: Seconds before a stalled download is abandoned.
     type: int
     default: 60
+  allow_unverified:
+    description: Accept O(binary_path) without any sha256 to check it against.
+    type: bool
+    default: false
+  allow_other_minor:
+    description: Accept a O(version) whose minor release has no flag table (the newest table is used).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -135,6 +148,11 @@ verified:
   description: Whether the binary was checked against a checksum.
   returned: success
   type: bool
+flag_table:
+  description: The k3s release of the flag table that checks config.yaml.
+  returned: success
+  type: str
+  sample: v1.35.0+k3s3
 url:
   description: The release URL the binary was downloaded from, null for local sources.
   returned: success
@@ -144,8 +162,10 @@ url:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import flag_table
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_install import DEFAULT_DOWNLOAD_DIR, DEFAULT_VERSION, ArtifactError, resolve_source
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_module import exit_with
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError
 
 ARGUMENT_SPEC = {
     "arch": {"type": "str", "required": True},
@@ -157,6 +177,8 @@ ARGUMENT_SPEC = {
     "download": {"type": "bool", "default": False},
     "download_dir": {"type": "path", "default": DEFAULT_DOWNLOAD_DIR},
     "timeout": {"type": "int", "default": 60},
+    "allow_unverified": {"type": "bool", "default": False},
+    "allow_other_minor": {"type": "bool", "default": False},
 }
 
 
@@ -173,8 +195,10 @@ def run(params):
             allow_download=params.get("download", False),
             download_dir=params.get("download_dir") or DEFAULT_DOWNLOAD_DIR,
             timeout=params.get("timeout") or 60,
+            allow_unverified=params.get("allow_unverified", False),
         )
-    except ArtifactError as exc:
+        result["flag_table"] = flag_table(params["version"], params.get("allow_other_minor", False)).K3S_VERSION
+    except (ArtifactError, ProfileError) as exc:
         return {"failed": True, "changed": False, "msg": str(exc)}
     return result
 

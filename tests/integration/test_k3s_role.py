@@ -193,7 +193,9 @@ def role_and_playbook_tasks():
                     yield path, task
 
 
-TOKEN_VALUE = re.compile(r"\bk3s_token\b|\bk3s_token_read\b")
+TOKEN_VALUE = re.compile(
+    r"\b(k3s_token|k3s_token_read|k3s_agent_token|k3s_agent_token_read|k3s_server_token_value|k3s_agent_token_value|k3s_bootstrapped_read)\b|ansible\.builtin\.password"
+)
 TOKEN_FILE_ARGS = ("dest", "src", "path")
 # Keys whose values are bare Jinja expressions; elsewhere only {{ }} and {% %} are evaluated.
 CONDITIONS = ("when", "that", "until", "changed_when", "failed_when")
@@ -220,14 +222,23 @@ def touches_token(task):
     if any(TOKEN_VALUE.search(expression) for expression in expressions(body)):
         return True
     args = [value for value in body.values() if isinstance(value, dict)]
-    return any(str(arg.get(key, "")).replace(" ", "") == "{{k3s_token_file}}" for arg in args for key in TOKEN_FILE_ARGS)
+    files = ("{{k3s_token_file}}", "{{k3s_agent_token_file}}", "{{k3s_bootstrapped_token_file}}")
+    return any(str(arg.get(key, "")).replace(" ", "") in files for arg in args for key in TOKEN_FILE_ARGS)
 
 
 def test_every_task_touching_the_token_has_no_log():
     touching = [(path, task) for path, task in role_and_playbook_tasks() if touches_token(task)]
     names = {task["name"] for _, task in touching}
     # Guard the guard: the generating, reading and writing tasks must be found.
-    assert {"Generate the cluster token once on the init server", "Read the cluster token back from the init server", "Write the cluster token"} <= names
+    assert {
+        "Generate the server and agent tokens once on the init server",
+        "Read the server token back from the init server",
+        "Read the agent token back from the init server",
+        "Read the bootstrapped token",
+        "Check the token against the bootstrapped one",
+        "Write the server token (servers only)",
+        "Write the agent token",
+    } <= names
     for path, task in touching:
         assert task.get("no_log") is True, f"{path.relative_to(REPO)}: {task['name']!r} touches the token without no_log: true"
 
@@ -253,6 +264,7 @@ def test_argument_specs_cover_defaults_and_hide_the_token():
 def test_token_is_generated_once_0600_and_never_printed(tmp_path):
     """token.yml against this machine, writing only below tmp_path, at the highest verbosity."""
     token_file = tmp_path / "rancher" / "token"
+    agent_token_file = tmp_path / "rancher" / "agent-token"
     playbook = tmp_path / "token.yml"
     playbook.write_text(
         yaml.safe_dump(
@@ -267,20 +279,99 @@ def test_token_is_generated_once_0600_and_never_printed(tmp_path):
             ]
         )
     )
-    args = ["ansible-playbook", "-vvv", str(playbook), "-e", f"k3s_token_file={token_file}", "-e", "k3s_init_node=localhost"]
+    args = [
+        "ansible-playbook",
+        "-vvv",
+        str(playbook),
+        "-e",
+        f"k3s_token_file={token_file}",
+        "-e",
+        f"k3s_agent_token_file={agent_token_file}",
+        "-e",
+        f"k3s_bootstrapped_token_file={tmp_path / 'server-token'}",
+        "-e",
+        "k3s_init_node=localhost",
+        "-e",
+        '{"k3s_node": {"k3s_role": "server"}}',
+    ]
     first = run(args)
     assert first.returncode == 0, first.stdout + first.stderr
-    token = token_file.read_text()
+    token, agent_token = token_file.read_text(), agent_token_file.read_text()
     assert len(token) == 64
-    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert len(agent_token) == 64
+    assert token != agent_token, "the agent token is a token of its own"
+    for path in (token_file, agent_token_file):
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert token not in first.stdout + first.stderr
+    assert agent_token not in first.stdout + first.stderr
     assert "censored" in first.stdout
     second = run(args)
     assert second.returncode == 0
-    assert token_file.read_text() == token, "an existing token must never be replaced"
+    assert (token_file.read_text(), agent_token_file.read_text()) == (token, agent_token), "an existing token must never be replaced"
     assert token not in second.stdout + second.stderr
     assert "changed=0" in second.stdout
-    given = run([*args, "-e", "k3s_token=from-the-vault-0123456789"])
+    # The server ran: its bootstrapped token refuses any other token, and accepts its own.
+    (tmp_path / "server-token").write_text(f"K10{'a' * 64}::server:{token}\n")
+    other = run([*args, "-e", "k3s_token=from-the-vault-0123456789"])
+    assert other.returncode != 0
+    assert "the server token n3x would write is not the one this cluster was bootstrapped with" in flat(other)
+    assert "from-the-vault-0123456789" not in other.stdout + other.stderr
+    assert token_file.read_text() == token, "a refused token changes nothing"
+    same = run([*args, "-e", f"k3s_token=K10{'a' * 64}::server:{token}"])
+    assert same.returncode == 0, same.stdout
+    assert token not in same.stdout + same.stderr
+    (tmp_path / "server-token").unlink()
+    given = run([*args, "-e", "k3s_token=from-the-vault-0123456789", "-e", "k3s_agent_token=agent-from-the-vault-42"])
     assert given.returncode == 0
     assert token_file.read_text() == "from-the-vault-0123456789"
+    assert agent_token_file.read_text() == "agent-from-the-vault-42"
     assert "from-the-vault-0123456789" not in given.stdout + given.stderr
+    assert "agent-from-the-vault-42" not in given.stdout + given.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="token.yml sets root ownership, which needs root")
+def test_an_agent_holds_only_the_agent_token(tmp_path):
+    """token.yml for an agent: the agent token in its own 0600 file, the server token removed."""
+    (tmp_path / "rancher").mkdir()
+    server_token = tmp_path / "rancher" / "token"
+    server_token.write_text("left-by-an-older-layout")
+    playbook = tmp_path / "token.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Token only",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "tasks": [{"name": "Token", "ansible.builtin.include_role": {"name": "n3x.cluster.k3s", "tasks_from": "token.yml"}}],
+                }
+            ]
+        )
+    )
+    result = run(
+        [
+            "ansible-playbook",
+            "-vvv",
+            str(playbook),
+            "-e",
+            f"k3s_token_file={server_token}",
+            "-e",
+            f"k3s_agent_token_file={tmp_path / 'rancher' / 'agent-token'}",
+            "-e",
+            "k3s_init_node=",
+            "-e",
+            "k3s_token=server-secret-0123456789",
+            "-e",
+            "k3s_agent_token=agent-secret-0123456789",
+            "-e",
+            '{"k3s_node": {"k3s_role": "agent"}}',
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not server_token.exists()
+    agent_token = tmp_path / "rancher" / "agent-token"
+    assert agent_token.read_text() == "agent-secret-0123456789"
+    assert oct(agent_token.stat().st_mode & 0o777) == "0o600"
+    for secret in ("server-secret-0123456789", "agent-secret-0123456789"):
+        assert secret not in result.stdout + result.stderr

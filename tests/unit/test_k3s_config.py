@@ -8,11 +8,16 @@ import yaml
 
 from ansible_collections.n3x.cluster.plugins.module_utils import n3x_k3s_flags
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import (
+    SECRET_FLAGS,
+    SECRET_KEYS,
     check_k3s_config,
+    flag_table,
     init_server,
     k3s_config,
     k3s_config_yaml,
     quorum_warnings,
+    secret_flags_in,
+    version_minor,
 )
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_profile import ProfileError, load_profile
 
@@ -35,6 +40,7 @@ def test_init_server(vlans):
         "node-ip": "192.168.200.1",
         "flannel-iface": "eth1.200",
         "token-file": "/etc/rancher/k3s/token",
+        "agent-token-file": "/etc/rancher/k3s/agent-token",
         "advertise-address": "192.168.200.1",
         "tls-san": ["192.168.200.1"],
         "cluster-cidr": "10.42.0.0/16",
@@ -59,7 +65,7 @@ def test_agent_has_no_server_only_keys(vlans):
         "node-name": "agent-1",
         "node-ip": "192.168.200.3",
         "flannel-iface": "eth1.200",
-        "token-file": "/etc/rancher/k3s/token",
+        "token-file": "/etc/rancher/k3s/agent-token",
         "server": "https://192.168.200.1:6443",
     }
 
@@ -168,3 +174,73 @@ def test_flag_table_matches_reference():
     server = [n for n, (_t, c) in n3x_k3s_flags.FLAGS.items() if "server" in c]
     agent = [n for n, (_t, c) in n3x_k3s_flags.FLAGS.items() if "agent" in c]
     assert (len(server), len(agent)) == (124, 46)
+
+
+# --- scoped tokens (docs.k3s.io/cli/token)
+
+
+def test_servers_name_both_tokens_and_agents_only_their_own(vlans):
+    for node in ("server-1", "server-2"):
+        config = k3s_config(vlans, node, "server", servers=SERVERS)
+        assert (config["token-file"], config["agent-token-file"]) == ("/etc/rancher/k3s/token", "/etc/rancher/k3s/agent-token")
+    agent = k3s_config(vlans, "agent-1", "agent", servers=SERVERS, token_file="/srv/server-token")  # noqa: S106 - a path
+    assert agent["token-file"] == "/etc/rancher/k3s/agent-token"
+    assert "agent-token-file" not in agent
+    assert "/srv/server-token" not in agent.values()
+
+
+# --- flag tables by minor release
+
+
+def test_flag_table_by_minor():
+    assert flag_table("v1.35.2+k3s1") is n3x_k3s_flags
+    assert version_minor("v1.35.0+k3s3") == "1.35"
+    with pytest.raises(ProfileError) as caught:
+        flag_table("v1.34.2+k3s1")
+    assert str(caught.value) == (
+        "k3s_version: 'v1.34.2+k3s1' is minor 1.34, and n3x has flag tables for v1.35 (v1.35.0+k3s3) only; regenerate one "
+        "with scripts/gen-k3s-flag-table, or set k3s_allow_other_minor=true to check config.yaml against the newest table anyway"
+    )
+    assert flag_table("v1.34.2+k3s1", allow_other_minor=True) is n3x_k3s_flags
+
+
+def test_config_refuses_a_minor_without_a_table(vlans):
+    with pytest.raises(ProfileError, match=r"is minor 1\.36"):
+        k3s_config(vlans, "server-1", "server", version="v1.36.0+k3s1")
+    assert k3s_config(vlans, "server-1", "server", version="v1.36.0+k3s1", allow_other_minor=True)["node-name"] == "server-1"
+
+
+# --- secret-bearing flags
+
+
+def test_secret_flags_are_flags_of_the_table():
+    assert set(SECRET_FLAGS) <= set(n3x_k3s_flags.FLAGS)
+    assert set(SECRET_KEYS) <= set(SECRET_FLAGS)
+    for file_key in SECRET_KEYS.values():
+        assert file_key in n3x_k3s_flags.FLAGS
+
+
+@pytest.mark.parametrize("key", ["datastore-endpoint", "etcd-s3-secret-key", "etcd-s3-session-token", "etcd-s3-access-key", "etcd-s3-proxy"])
+def test_secret_flags_only_from_the_secret_mapping(vlans, key):
+    with pytest.raises(ProfileError, match=f"{key}: carries a secret; give it in k3s_secret_config"):
+        k3s_config(vlans, "server-1", "server", extra={key: "value"})
+    config = k3s_config(vlans, "server-1", "server", secret={key: "s3cret"})
+    assert config[key] == "s3cret"
+    assert secret_flags_in(config) == [key]
+
+
+def test_vpn_auth_goes_in_a_file(vlans):
+    with pytest.raises(ProfileError, match="vpn-auth: is a secret; put it in a 0600 file and set vpn-auth-file"):
+        k3s_config(vlans, "agent-1", "agent", extra={"vpn-auth": "name=tailscale,joinKey=x"})
+
+
+def test_secret_mapping_takes_secret_flags_only_and_never_echoes_values(vlans):
+    with pytest.raises(ProfileError) as caught:
+        k3s_config(vlans, "server-1", "server", secret={"debug": True, "token": "tok-value", "etcd-s3-secret-key": 5})
+    text = str(caught.value)
+    assert "secret.debug: is not a secret-bearing flag" in text
+    assert "secret.token: is not a secret-bearing flag" in text
+    assert "secret.etcd-s3-secret-key: must be a string" in text
+    assert "tok-value" not in text
+    with pytest.raises(ProfileError, match="datastore-endpoint: is a k3s server flag only"):
+        k3s_config(vlans, "agent-1", "agent", secret={"datastore-endpoint": "postgres://u:p@db/k3s"})

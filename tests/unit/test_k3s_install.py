@@ -163,13 +163,41 @@ def test_missing_binary_path_is_named_with_the_three_ways(tmp_path):
 def test_binary_path_with_checksum(tmp_path):
     path = tmp_path / "k3s"
     path.write_bytes(b"test binary, not k3s\n")
-    found = resolve_source("amd64", binary_path=str(path), binary_checksum=sha(path.read_bytes()), airgap_dir=str(tmp_path / "unused"), opener=no_network)
+    found = resolve_source("amd64", binary_path=str(path), binary_checksum=sha(path.read_bytes()), opener=no_network)
     assert found["source"] == "binary_path"
     assert found["binary"] == str(path)
     assert found["binary_sha256"] == sha(path.read_bytes())
     assert found["verified"] is True
     assert found["images"] is None
     assert found["warnings"] == []
+
+
+def test_binary_path_with_an_airgap_dir_still_installs_its_images(tmp_path):
+    """The binary comes from the path, the images from the airgap directory (never dropped)."""
+    path = tmp_path / "own" / "k3s"
+    path.parent.mkdir()
+    path.write_bytes(b"test binary, not k3s\n")
+    make_airgap(tmp_path / "airgap", binary=b"another test binary\n")
+    found = resolve_source("amd64", binary_path=str(path), binary_checksum=sha(path.read_bytes()), airgap_dir=str(tmp_path / "airgap"))
+    assert found["source"] == "binary_path"
+    assert found["binary"] == str(path)
+    assert found["images"] == str(tmp_path / "airgap" / "k3s-airgap-images-amd64.tar.zst")
+    assert found["images_sha256"] == sha(b"test images\n")
+    (tmp_path / "airgap" / "k3s-airgap-images-amd64.tar.zst").write_bytes(b"damaged")
+    with pytest.raises(ChecksumMismatch, match=r"k3s-airgap-images-amd64\.tar\.zst: sha256 mismatch"):
+        resolve_source("amd64", binary_path=str(path), binary_checksum=sha(path.read_bytes()), airgap_dir=str(tmp_path / "airgap"))
+
+
+def test_binary_path_is_checked_against_the_release_sums_beside_it(tmp_path):
+    path = tmp_path / "k3s"
+    path.write_bytes(b"test\n")
+    (tmp_path / "sha256sum-amd64.txt").write_text(f"{TEST}  k3s\n")
+    found = resolve_source("amd64", binary_path=str(path))
+    assert found["verified"] is True
+    assert found["checksum_file"] == str(tmp_path / "sha256sum-amd64.txt")
+    (tmp_path / "sha256sum-amd64.txt").write_text(f"{TAMPERED}  k3s\n")
+    with pytest.raises(ChecksumMismatch):
+        resolve_source("amd64", binary_path=str(path))
 
 
 def test_binary_path_with_wrong_checksum_is_refused(tmp_path):
@@ -194,13 +222,20 @@ def test_binary_path_checked_against_checksum_file_by_its_name_or_the_asset_name
         resolve_source("amd64", binary_path=str(path), checksum_file=str(tmp_path / "sums.txt"))
 
 
-def test_binary_path_without_checksum_is_used_with_a_warning(tmp_path):
+def test_binary_path_without_checksum_is_refused_unless_the_user_opts_out(tmp_path):
     path = tmp_path / "k3s"
     path.write_bytes(b"test\n")
-    found = resolve_source("amd64", binary_path=str(path))
+    with pytest.raises(ArtifactError) as caught:
+        resolve_source("amd64", binary_path=str(path))
+    assert str(caught.value) == (
+        f"k3s_binary_path {path}: no sha256 to check it against: set k3s_binary_checksum=SHA256, or k3s_checksum_file=FILE "
+        "(the release's sha256sum-amd64.txt; one beside the binary is used by itself), or accept an unverified binary "
+        "knowingly with k3s_allow_unverified_binary=true"
+    )
+    found = resolve_source("amd64", binary_path=str(path), allow_unverified=True)
     assert found["verified"] is False
     assert found["binary_sha256"] == sha(b"test\n")
-    assert found["warnings"] == [f"k3s_binary_path {path} is used unverified: set k3s_binary_checksum or k3s_checksum_file to check it"]
+    assert found["warnings"] == [f"k3s_binary_path {path} is used UNVERIFIED (k3s_allow_unverified_binary=true): no sha256 was checked"]
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
@@ -316,7 +351,9 @@ def test_unit_has_the_official_semantics_and_no_secret(role, name):
     directives = [line for line in lines if line and not line.startswith(("#", "["))]
     for directive in OFFICIAL:
         assert directives.count(directive) == 1, directive
-    assert f"EnvironmentFile=-/etc/systemd/system/{name}.env" in directives
+    # install.sh create_systemd_service_file: these three, in this order.
+    environment = [line for line in directives if line.startswith("EnvironmentFile=")]
+    assert environment == ["EnvironmentFile=-/etc/default/%N", "EnvironmentFile=-/etc/sysconfig/%N", f"EnvironmentFile=-/etc/systemd/system/{name}.env"]
     exec_start = [line for line in directives if line.startswith("ExecStart=")]
     assert exec_start == [f"ExecStart=/usr/local/bin/k3s {role}"]
     assert "token" not in text.lower()

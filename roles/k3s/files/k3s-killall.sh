@@ -1,12 +1,55 @@
 #!/bin/sh
-# Stops what k3s leaves running once its units are stopped, as upstream k3s-killall.sh does:
-# container shims and their containers, k3s and kubelet mounts, CNI namespaces, flannel
-# and CNI interfaces and the iptables rules they added. Prints "changed" if it did anything.
+# Installed as /usr/local/bin/k3s-killall.sh, where install.sh puts its own (create_killall),
+# and run by the n3x.cluster.k3s role on reset. Like upstream's: stops every k3s*.service,
+# kills the container shims and their children (KillMode=process leaves them running),
+# unmounts and removes k3s and kubelet mounts, deletes the CNI namespaces and interfaces,
+# /var/lib/cni and the KUBE-/CNI-/flannel iptables rules. Unlike upstream's prefix match
+# ('/run/k3s'* also matched /run/k3s-anything), a mount is k3s's only when it is one of its
+# directories or below one ('/var/lib/rancher/k3s-backup' is never touched); only CNI
+# namespaces match by name prefix (/run/netns/cni-*). Prints "changed" if it did anything.
+#   k3s-killall.sh                      stop everything k3s runs on this node
+#   k3s-killall.sh --list-mounts FILE   print the mounts it would unmount (from a mounts file) and exit
 set -u
+[ "$(id -u)" -eq 0 ] || [ "${1:-}" = --list-mounts ] || exec sudo --preserve-env=K3S_DATA_DIR "$0" "$@"
+
+K3S_DATA_DIR=${K3S_DATA_DIR:-/var/lib/rancher/k3s}
+MOUNTS=/proc/self/mounts
+# Directories whose mounts are k3s's, and the one name prefix (CNI network namespaces).
+TREES="/run/k3s $K3S_DATA_DIR /var/lib/kubelet/pods /var/lib/kubelet/plugins"
+NAME_PREFIX=/run/netns/cni-
+
+# Deepest first, so a parent is never busy because of a child.
+k3s_mounts() {
+    awk -v trees="$TREES" -v prefix="$NAME_PREFIX" '
+        BEGIN { n = split(trees, roots, " ") }
+        {
+            for (i = 1; i <= n; i++) if ($2 == roots[i] || index($2, roots[i] "/") == 1) { print $2; next }
+            if (index($2, prefix) == 1) print $2
+        }' "$MOUNTS" | LC_ALL=C sort -r -u
+}
+
+if [ "${1:-}" = --list-mounts ]; then
+    MOUNTS=${2:?usage: k3s-killall.sh --list-mounts MOUNTS_FILE}
+    k3s_mounts
+    exit 0
+fi
+
 changed=
+for bin in "$K3S_DATA_DIR"/data/*/bin/; do
+    [ -d "$bin" ] && PATH=$PATH:$bin:${bin}aux
+done
+export PATH
+
+for service in /etc/systemd/system/k3s*.service; do
+    [ -s "$service" ] || continue
+    if systemctl is-active --quiet "$(basename "$service")"; then
+        systemctl stop "$(basename "$service")" && changed=1
+    fi
+done
 
 # Shims outlive k3s (KillMode=process) and keep the containers under them running.
-shims=$(ps -e -o pid= -o args= | awk '$2 ~ /k3s\/data\/[^\/]*\/bin\/containerd-shim/ {print $1}')
+shims=$(ps -e -o pid= -o args= | awk -v dir="$K3S_DATA_DIR/data/" '
+    index($2, dir) == 1 && substr($2, length(dir) + 1) ~ /^[^\/]+\/bin\/containerd-shim/ {print $1}')
 if [ -n "$shims" ]; then
     all=$shims
     level=$shims
@@ -22,18 +65,10 @@ if [ -n "$shims" ]; then
     changed=1
 fi
 
-# Deepest mounts first, so a parent is never busy because of a child.
-unmount_below() {
-    for mount in $(awk -v prefix="$1" 'index($2, prefix) == 1 {print $2}' /proc/self/mounts | sort -r); do
-        umount -f "$mount" && rm -rf "$mount"
-        changed=1
-    done
-}
-unmount_below /run/k3s
-unmount_below /var/lib/rancher/k3s
-unmount_below /var/lib/kubelet/pods
-unmount_below /var/lib/kubelet/plugins
-unmount_below /run/netns/cni-
+for mount in $(k3s_mounts); do
+    umount -f "$mount" && rm -rf "$mount"
+    changed=1
+done
 
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do
     ip netns delete "$ns" && changed=1
