@@ -47,6 +47,13 @@ SLOW = {
 NOT_RUN = {"default"}
 
 
+NO_K3S = (
+    "no k3s v1.35.0+k3s3 binary for amd64 is available: set k3s_binary_path=/path/to/k3s, "
+    "or k3s_airgap_dir=DIR with k3s, k3s-airgap-images-amd64.tar.zst and sha256sum-amd64.txt, "
+    "or allow download of v1.35.0+k3s3 from https://github.com/k3s-io/k3s/releases/download/v1.35.0%2Bk3s3/ with k3s_download=true"
+)
+
+
 def k3s_source():
     """Where a real k3s comes from, or None."""
     binary = os.environ.get("N3X_K3S_BINARY")
@@ -73,6 +80,30 @@ def test_k3s_scenarios_are_exactly_those_that_install_k3s():
     assert installing == NEEDS_K3S
 
 
+def molecule_env():
+    return {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PY_COLORS": "0",
+        # Molecule 26 looks for a collection's scenarios in extensions/molecule/ otherwise.
+        "MOLECULE_GLOB": "molecule/*/molecule.yml",
+    }
+
+
+def test_k3s_scenario_without_k3s_fails_before_any_vm_with_cluster_yml_message():
+    """`molecule test -s l3-k3s-service` with no k3s: the create step stops before booting."""
+    env = {name: value for name, value in molecule_env().items() if not name.startswith(("N3X_K3S_", "K3S_"))}
+    lab = pathlib.Path.home() / ".cache/n3x/lab/molecule-l3-k3s-service"
+    argv = [str(BIN / "molecule"), "test", "-s", "l3-k3s-service"]
+    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert NO_K3S in output
+    assert "Bring up the lab VMs" not in output, "the lab role ran"
+    assert not list(lab.glob("*.pid")), f"a VM was started in {lab}"
+
+
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if present(s)])
 def test_scenario(scenario):
     if scenario in NEEDS_K3S and k3s_source() is None:
@@ -81,13 +112,6 @@ def test_scenario(scenario):
         pytest.skip(f"slow ({SLOW[scenario]}): run it with scripts/test --full or N3X_SLOW_SCENARIOS=1")
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86_64 is missing: run scripts/bootstrap (apt package qemu-system-x86)")
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "PY_COLORS": "0",
-        # Molecule 26 looks for a collection's scenarios in extensions/molecule/ otherwise.
-        "MOLECULE_GLOB": "molecule/*/molecule.yml",
-    }
-    result = subprocess.run([str(BIN / "molecule"), "test", "-s", scenario], cwd=REPO, env=env, check=False, timeout=3600 if scenario in SLOW else 1800)
+    timeout = 3600 if scenario in SLOW else 1800
+    result = subprocess.run([str(BIN / "molecule"), "test", "-s", scenario], cwd=REPO, env=molecule_env(), check=False, timeout=timeout)
     assert result.returncode == 0, f"molecule test -s {scenario} failed (output above)"

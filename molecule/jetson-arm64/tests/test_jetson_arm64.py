@@ -64,8 +64,11 @@ def test_k3s_memory_limit_ready_for_the_agent(host):
 
 
 def test_k3s_itself_not_installed(host):
+    """prepared stages the unit (left disabled) but no binary: nothing runs k3s."""
     assert not host.file("/usr/local/bin/k3s").exists
-    assert not host.file("/etc/systemd/system/k3s-agent.service").exists
+    assert host.file("/etc/systemd/system/k3s-agent.service").exists
+    assert not host.service("k3s-agent").is_enabled
+    assert not host.service("k3s-agent").is_running
 
 
 def test_k3s_preflight_applied(host):

@@ -10,10 +10,12 @@ NAMESPACE = "n3x-network-test"
 
 
 @pytest.fixture
-def pods(node, servers, lab_nodes, kubectl_apply, test_image, kubectl):
-    """Two pods pinned to two different nodes plus a service; asked once, from the first server."""
-    if node != servers[0]:
-        pytest.skip("a cluster-wide check: runs once, for the first server")
+def pods(node, init_server, lab_nodes, kubectl_apply, test_image, kubectl):
+    """Two pods pinned to two different nodes plus a service; asked once, from the init server."""
+    if node != init_server:
+        pytest.skip("a cluster-wide check: runs once, for the init server")
+    # Lookups before CoreDNS is Ready fail for reasons that are not the network's.
+    kubectl("wait", "--namespace=kube-system", "pod", "--selector=k8s-app=kube-dns", "--for=condition=Ready", "--timeout=300s", raw=True)
     first, second = lab_nodes[0], lab_nodes[-1]
     manifest = [f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NAMESPACE}}}"]
     for name, where in (("left", first), ("right", second)):

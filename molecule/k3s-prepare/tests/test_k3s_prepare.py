@@ -30,17 +30,89 @@ def test_k3s_core_packages_installed(host):
         assert host.package(package).is_installed, package
 
 
-def test_config_written_but_no_k3s_installed(host, node, profile):
-    """prepared writes config.yaml from the profile and stops before the binary and the unit."""
+UNITS = {"server": "k3s.service", "agent": "k3s-agent.service"}
+
+
+def role_of(host, node):
+    return "server" if node in host.backend.get_hosts("k3s_servers", ansible_inventory=host.backend.ansible_inventory) else "agent"
+
+
+def test_config_written_with_scoped_tokens_but_no_k3s_installed(host, node, profile):
+    """prepared writes config.yaml from the profile and stops before the binary."""
     config = host.file("/etc/rancher/k3s/config.yaml")
     assert config.mode == 0o600
     settings = yaml.safe_load(config.content_string)
     assert settings["node-ip"] == profile["ip_addresses"][node]["cluster"]
     assert settings["flannel-iface"] == "eth1"
+    if role_of(host, node) == "server":
+        assert (settings["token-file"], settings["agent-token-file"]) == ("/etc/rancher/k3s/token", "/etc/rancher/k3s/agent-token")
+    else:
+        assert settings["token-file"] == "/etc/rancher/k3s/agent-token"
+        assert "agent-token-file" not in settings
     assert not host.file("/usr/local/bin/k3s").exists
-    assert not host.file("/etc/systemd/system/k3s.service").exists
-    assert not host.file("/etc/systemd/system/k3s-agent.service").exists
-    assert not host.file("/etc/rancher/k3s/token").exists
+
+
+def test_memory_passed_the_k3s_preflight(host, node):
+    """The scenario gives the server 2 GiB and the agent 1 GiB; the preflight needs 1613 and 275 MiB."""
+    kib = int(host.file("/proc/meminfo").content_string.split("MemTotal:")[1].split()[0])
+    assert kib // 1024 >= {"server": 1613, "agent": 275}[role_of(host, node)]
+
+
+def test_scoped_token_files(host, host_of, node, lab_nodes):
+    """Servers hold the server and agent tokens, agents the agent token only; all 0600, root."""
+    agent_token = host.file("/etc/rancher/k3s/agent-token")
+    assert (agent_token.mode, agent_token.user) == (0o600, "root")
+    assert len(agent_token.content_string.strip()) == 64
+    server_token = host.file("/etc/rancher/k3s/token")
+    if role_of(host, node) == "server":
+        assert (server_token.mode, server_token.user) == (0o600, "root")
+        assert server_token.content_string.strip() != agent_token.content_string.strip()
+    else:
+        assert not server_token.exists, "an agent must not hold the server token"
+    # One agent token for the whole cluster.
+    assert {host_of(name).file("/etc/rancher/k3s/agent-token").content_string for name in lab_nodes} == {agent_token.content_string}
+
+
+def test_unit_installed_disabled_with_installs_environment_files(host, node):
+    unit = UNITS[role_of(host, node)]
+    text = host.file(f"/etc/systemd/system/{unit}").content_string
+    environment = [line for line in text.splitlines() if line.startswith("EnvironmentFile=")]
+    assert environment == ["EnvironmentFile=-/etc/default/%N", "EnvironmentFile=-/etc/sysconfig/%N", f"EnvironmentFile=-/etc/systemd/system/{unit}.env"]
+    assert f"ExecStart=/usr/local/bin/k3s {role_of(host, node)}" in text
+    assert not host.service(unit.removesuffix(".service")).is_enabled
+    assert not host.service(unit.removesuffix(".service")).is_running
+    other = UNITS["agent" if role_of(host, node) == "server" else "server"]
+    assert not host.file(f"/etc/systemd/system/{other}").exists
+
+
+def test_environment_file_0600_with_the_proxy_and_no_proxy(host, node, profile):
+    unit = UNITS[role_of(host, node)]
+    env = host.file(f"/etc/systemd/system/{unit}.env")
+    assert (env.mode, env.user) == (0o600, "root")
+    values = dict(line.split("=", 1) for line in env.content_string.splitlines() if line and not line.startswith("#"))
+    assert values["HTTP_PROXY"] == values["HTTPS_PROXY"] == "http://proxy.invalid:3128"
+    no_proxy = values["NO_PROXY"].split(",")
+    for entry in ("127.0.0.0/8", "localhost", ".svc", ".cluster.local", "192.168.1.0/24", profile["cluster_cidr"], profile["service_cidr"], "registry.lan"):
+        assert entry in no_proxy, entry
+    # systemd loaded the unit with its three environment files (the missing ones ignored).
+    shown = host.run(f"systemctl show {unit} --property=EnvironmentFiles")
+    assert f"/etc/systemd/system/{unit}.env (ignore_errors=yes)" in shown.stdout, shown.stdout
+    assert "/etc/default/k3s" in shown.stdout, shown.stdout
+
+
+def test_k3s_scripts_where_install_sh_puts_them(host, node):
+    killall = host.file("/usr/local/bin/k3s-killall.sh")
+    assert (killall.mode, killall.user) == (0o755, "root")
+    uninstall = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
+    role = role_of(host, node)
+    assert host.file(uninstall[role]).mode == 0o755
+    assert not host.file(uninstall["agent" if role == "server" else "server"]).exists
+    assert host.run("sh -n /usr/local/bin/k3s-killall.sh").rc == 0
+    assert host.run(f"sh -n {uninstall[role]}").rc == 0
+    # The mounts it would take are k3s's own, here none (nothing ran).
+    listed = host.run("/usr/local/bin/k3s-killall.sh --list-mounts /proc/self/mounts")
+    assert listed.rc == 0, listed.stderr
+    assert listed.stdout == "", listed.stdout
 
 
 def test_storage_kernel_modules_loaded_and_persistent(host):

@@ -6,10 +6,10 @@ NAMESPACE = "n3x-storage-test"
 
 
 @pytest.fixture
-def written(node, servers, kubectl_apply, test_image, kubectl):
-    """The writer pod's namespace applied (idempotent) and finished; asked once, from the first server."""
-    if node != servers[0]:
-        pytest.skip("a cluster-wide check: runs once, for the first server")
+def written(node, init_server, kubectl_apply, test_image, kubectl):
+    """The writer pod's namespace applied (idempotent) and finished; asked once, from the init server."""
+    if node != init_server:
+        pytest.skip("a cluster-wide check: runs once, for the init server")
     kubectl_apply(
         f"""apiVersion: v1
 kind: Namespace

@@ -26,10 +26,12 @@ def test_servers_and_agents_have_their_roles(kubectl, servers, agents):
         assert is_server == (node_object["metadata"]["name"] in servers), node_object["metadata"]["name"]
 
 
-def test_joined_in_order_init_server_then_servers_then_agents(kubectl, servers, agents):
+def test_joined_in_order_init_server_then_servers_then_agents(kubectl, servers, agents, init_server):
+    """The init server (server_api's host) registered first, then the other servers, then the agents."""
     created = {n["metadata"]["name"]: n["metadata"]["creationTimestamp"] for n in kubectl("get", "nodes")["items"]}
     order = sorted(created, key=created.get)
-    assert order[: len(servers)] == list(servers), created
+    assert order[0] == init_server, created
+    assert sorted(order[: len(servers)]) == sorted(servers), created
     assert sorted(order[len(servers) :]) == sorted(agents), created
 
 
