@@ -86,11 +86,26 @@ def kubectl_apply(host_of, init_server):
 
 
 @pytest.fixture
-def test_image(kubectl):
-    """An image every k3s node already holds: the local-path helper (in k3s's airgap images)."""
+def test_image(kubectl, host_of, lab_nodes):
+    """An image every k3s node holds: the local-path helper (in k3s's airgap images).
+
+    Without airgap images a node must pull it; one that cannot fails the test at once, with
+    the reason, instead of a pod waiting out its timeout in ImagePullBackOff.
+    """
     config = kubectl("get", "configmap", "local-path-config", "--namespace=kube-system")
     helper = yaml.safe_load(config["data"]["helperPod.yaml"])
-    return helper["spec"]["containers"][0]["image"]
+    image = helper["spec"]["containers"][0]["image"]
+    for name in lab_nodes:
+        node_host = host_of(name)
+        if node_host.run(f"k3s crictl inspecti {image}").rc == 0:
+            continue
+        pulled = node_host.run(f"timeout 180 k3s crictl pull {image}")
+        if pulled.rc != 0:
+            pytest.fail(
+                f"{name} has no {image} and cannot pull it ({(pulled.stderr or pulled.stdout).strip()[-300:]}): "
+                "give N3X_K3S_AIRGAP_DIR with k3s-airgap-images-amd64.tar.zst, or registry access to the nodes"
+            )
+    return image
 
 
 def k3s_source_vars():
