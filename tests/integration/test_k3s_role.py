@@ -157,11 +157,70 @@ def test_controller_phase_plans_every_node(tmp_path, ssh_spy):
         assert plan["source"]["binary"] == str(airgap / "k3s")
         assert plan["source"]["binary_sha256"] == sha["k3s"]
         assert plan["source"]["images_sha256"] == sha["k3s-airgap-images-amd64.tar.zst"]
+    assert "config.yaml checked against the k3s v1.35.0+k3s3 flag table" in flat(result)
+    # A binary without a sha256, accepted only by the opt-out, which the run names.
+    (airgap / "own").mkdir()
+    (airgap / "own" / "k3s").write_bytes(b"another test file\n")
+    opted = run(
+        [
+            "ansible-playbook",
+            str(playbook),
+            "-e",
+            "profile=bonding-vlans",
+            "-e",
+            f"k3s_binary_path={airgap / 'own' / 'k3s'}",
+            "-e",
+            "k3s_allow_unverified_binary=true",
+        ],
+        env=env,
+        timeout=120,
+    )
+    assert opted.returncode == 0, opted.stdout
+    assert "UNVERIFIED: no sha256 was checked, k3s_allow_unverified_binary=true" in flat(opted)
+    assert not marker.exists()
+
+
+def test_whole_cluster_reset_needs_the_cluster_name_before_any_host(ssh_spy):
+    env, marker = ssh_spy
+    for extra in ([], ["-e", "k3s_reset_confirm=https://192.168.1.9:6443"]):
+        result = run(["ansible-playbook", "-i", "inventories/lab/hosts.yml", "playbooks/reset.yml", "-e", "profile=simple", *extra], env=env, timeout=120)
+        assert result.returncode != 0
+        assert (
+            "resetting every server (server-1, server-2) ends the cluster https://192.168.1.1:6443: its etcd data, its tokens and every "
+            "local-path volume (/var/lib/rancher/k3s/storage) on every node are deleted. Nothing changed. To go ahead, add "
+            "-e k3s_reset_confirm=https://192.168.1.1:6443"
+        ) in flat(result)
+        assert not marker.exists(), f"a host was contacted: {marker.read_text()}"
+        assert "PLAY [Remove k3s]" not in result.stdout
+
+
+def test_upgrade_without_k3s_fails_before_any_host(ssh_spy):
+    env, marker = ssh_spy
+    result = run(["ansible-playbook", "-i", "inventories/lab/hosts.yml", "playbooks/upgrade.yml", "-e", "profile=simple"], env=env, timeout=120)
+    assert result.returncode != 0
+    assert THREE_WAYS in flat(result)
+    assert not marker.exists(), f"a host was contacted: {marker.read_text()}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-e", "k3s_version=v1.34.2+k3s1"], "'v1.34.2+k3s1' is minor 1.34, and n3x has flag tables for v1.35 (v1.35.0+k3s3) only"),
+        (["-e", "k3s_binary_path=/etc/hostname"], "k3s_binary_path /etc/hostname: no sha256 to check it against"),
+    ],
+)
+def test_unknown_minor_and_unverified_binary_are_refused_before_any_host(ssh_spy, extra, message):
+    env, marker = ssh_spy
+    result = run(["ansible-playbook", "-i", "inventories/lab/hosts.yml", "playbooks/k3s.yml", "-e", "profile=simple", *extra], env=env, timeout=120)
+    assert result.returncode != 0
+    assert message in flat(result)
+    assert not marker.exists(), f"a host was contacted: {marker.read_text()}"
 
 
 def test_playbooks_parse():
     for playbook in (
         "playbooks/k3s.yml",
+        "playbooks/upgrade.yml",
         "playbooks/reset.yml",
         "playbooks/cluster.yml",
         "playbooks/k3s-prepare.yml",
