@@ -109,12 +109,17 @@ def test_image(kubectl, host_of, lab_nodes):
 
 
 def k3s_source_vars():
-    """The k3s the scenario was given, as the role's variables (converge-k3s.yml passes the same)."""
+    """The k3s the scenario was given and the VMs' accelerator, as the role's variables
+    (converge-k3s.yml passes the same)."""
     found = {
         "k3s_binary_path": os.environ.get("N3X_K3S_BINARY", ""),
         "k3s_binary_checksum": os.environ.get("N3X_K3S_SHA256", ""),
         "k3s_airgap_dir": os.environ.get("N3X_K3S_AIRGAP_DIR", ""),
     }
+    lab = pathlib.Path.home() / ".cache/n3x/lab" / f"molecule-{os.environ.get('MOLECULE_SCENARIO_NAME', '')}"
+    for state in sorted(lab.glob("*.json")):
+        found["k3s_accel"] = json.loads(state.read_text()).get("accel", "")
+        break
     return {key: value for key, value in found.items() if value}
 
 
