@@ -42,7 +42,16 @@ def etcd_members(kubectl):
 
 
 def no_k3s_left(node_host):
-    for path in ("/usr/local/bin/k3s", "/etc/rancher/k3s", "/var/lib/rancher/k3s", "/usr/local/bin/k3s-killall.sh", "/etc/systemd/system/k3s.service"):
+    for path in (
+        "/usr/local/bin/k3s",
+        "/etc/rancher/k3s",
+        "/var/lib/rancher/k3s",
+        "/var/lib/kubelet",
+        "/usr/local/bin/k3s-killall.sh",
+        "/etc/systemd/system/k3s.service",
+        "/etc/systemd/system/k3s-agent.service",
+        "/etc/systemd/system/k3s-agent.service.env",
+    ):
         assert not node_host.file(path).exists, path
     assert node_host.run("pgrep -f 'k3s (server|agent)'").rc == 1
 
