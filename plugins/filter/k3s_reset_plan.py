@@ -16,7 +16,7 @@ description:
     C(refusal), the etcd quorum reason a partial reset cannot remove those servers (a
     removal must be committed by a quorum of the current members, and the remaining members
     must keep theirs), or an empty string.
-positional: _input, servers, agents, nodes
+positional: _input, servers, agents, nodes, volumes
 options:
   _input:
     description: The nodes being reset.
@@ -40,6 +40,14 @@ options:
     type: list
     elements: dict
     default: []
+  volumes:
+    description:
+      - The persistent volumes (the items of C(k3s kubectl get pv --output=json)), for the
+        local-path volumes pinned to a leaving node (returned as C(local_volumes), node to
+        volume names).
+    type: list
+    elements: dict
+    default: []
 """
 
 EXAMPLES = r"""
@@ -50,22 +58,23 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: whole_cluster, servers, agents, staying_servers, refusal.
+  description: whole_cluster, servers, agents, staying_servers, refusal, local_volumes.
   type: dict
 """
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_day2 import member_removal, node_states, reset_scope
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_day2 import local_volumes, member_removal, node_states, reset_scope
 
 
-def k3s_reset_plan(resetting, servers, agents, nodes=()):
-    for name, value in (("resetting", resetting), ("servers", servers), ("agents", agents), ("nodes", nodes)):
+def k3s_reset_plan(resetting, servers, agents, nodes=(), volumes=()):
+    for name, value in (("resetting", resetting), ("servers", servers), ("agents", agents), ("nodes", nodes), ("volumes", volumes)):
         if not isinstance(value, (list, tuple)):
             raise AnsibleFilterError(f"k3s_reset_plan: {name} must be a list, got {type(value).__name__}")
     scope = reset_scope(list(resetting), list(servers), list(agents))
     ready = [name for name, state in node_states(list(nodes)).items() if state["ready"]]
     scope["refusal"] = "" if scope["whole_cluster"] or not scope["servers"] else member_removal(list(servers), ready, scope["servers"])
+    scope["local_volumes"] = local_volumes(list(volumes), scope["servers"] + scope["agents"])
     return scope
 
 

@@ -154,3 +154,23 @@ def member_removal(members, ready, leaving):
                 f"but only {len(remaining_ready)} are ({', '.join(remaining_ready) or 'none'}): the API would stop"
             )
     return ""
+
+
+def local_volumes(pvs, nodes):
+    """{node: [PV names]} of the local-path volumes bound to each node (data that goes with it).
+
+    local-path-provisioner pins each volume to its node with a required node affinity on
+    kubernetes.io/hostname; resetting the node deletes the directory under
+    /var/lib/rancher/k3s/storage that holds it.
+    """
+    found = {node: [] for node in nodes}
+    for pv in pvs or []:
+        spec = pv.get("spec") or {}
+        if spec.get("storageClassName") != "local-path":
+            continue
+        terms = (((spec.get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or []
+        pinned = {value for term in terms for expression in term.get("matchExpressions") or [] for value in expression.get("values") or []}
+        for node in nodes:
+            if node in pinned:
+                found[node].append((pv.get("metadata") or {}).get("name", "?"))
+    return {node: names for node, names in found.items() if names}

@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_day2 import (
     Day2Error,
     drain_blockers,
+    local_volumes,
     member_removal,
     node_states,
     quorum,
@@ -208,3 +209,14 @@ def test_killall_honours_k3s_data_dir(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "K3S_DATA_DIR": "/srv/k3s"}
     result = subprocess.run(["sh", str(KILLALL), "--list-mounts", str(mounts)], capture_output=True, text=True, check=True, timeout=30, env=env)
     assert result.stdout.splitlines() == ["/srv/k3s/agent/x"]
+
+
+def pv(name, node, storage_class="local-path"):
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
+    return {"metadata": {"name": name}, "spec": {"storageClassName": storage_class, "nodeAffinity": {"required": {"nodeSelectorTerms": [term]}}}}
+
+
+def test_local_volumes_pinned_to_leaving_nodes():
+    pvs = [pv("pvc-1", "agent-1"), pv("pvc-2", "agent-2"), pv("pvc-3", "agent-1"), pv("nfs", "agent-1", "nfs"), {"metadata": {"name": "x"}, "spec": {}}]
+    assert local_volumes(pvs, ["agent-1", "server-2"]) == {"agent-1": ["pvc-1", "pvc-3"]}
+    assert local_volumes([], ["agent-1"]) == {}
