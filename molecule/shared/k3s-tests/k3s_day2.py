@@ -41,6 +41,13 @@ def etcd_members(kubectl):
     return sorted(n["metadata"]["name"] for n in kubectl("get", "nodes")["items"] if n["metadata"]["labels"].get("node-role.kubernetes.io/etcd") == "true")
 
 
+def drop_layer_test_namespaces(kubectl):
+    """The layer tests' bare pods (no controller) would block a drain, and their local-path
+    volume would make a reset of its node ask for confirmation: both are tested on purpose
+    below, not by accident."""
+    kubectl("delete", "namespace", "n3x-network-test", "n3x-storage-test", "--ignore-not-found", "--wait=true", raw=True)
+
+
 def no_k3s_left(node_host):
     for path in (
         "/usr/local/bin/k3s",
@@ -77,6 +84,7 @@ def test_day2_a_drain_blocked_by_a_bare_pod_is_reported_and_undone(once, ansible
     if not agents:
         pytest.skip("the scenario has no agent")
     agent = agents[-1]
+    drop_layer_test_namespaces(kubectl)
     kubectl_apply(
         f"""apiVersion: v1
 kind: Pod
@@ -99,8 +107,7 @@ def test_day2_remove_and_add_an_agent(once, ansible_playbook, kubectl, agents, h
     if not agents:
         pytest.skip("the scenario has no agent")
     agent = agents[-1]
-    # The layer tests' bare pods (no controller) would block the drain, as the test above shows.
-    kubectl("delete", "namespace", "n3x-network-test", "n3x-storage-test", "--ignore-not-found", "--wait=true", raw=True)
+    drop_layer_test_namespaces(kubectl)
     removed = ansible_playbook("reset.yml", "--limit", agent)
     assert removed.returncode == 0, removed.stdout[-3000:]
     assert agent not in ready_nodes(kubectl)
