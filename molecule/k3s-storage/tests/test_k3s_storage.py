@@ -69,3 +69,16 @@ def test_longhorn_prerequisites(host):
     assert host.file("/var/lib/longhorn").is_directory
     for command in ("iscsiadm", "mkfs.ext4", "mkfs.xfs", "nsenter"):
         assert host.run(f"PATH=$PATH:/usr/sbin:/sbin command -v {command}").rc == 0, command
+
+
+def test_resetting_the_volume_node_needs_its_name(written, ansible_playbook):
+    """playbooks/reset.yml --limit NODE refuses, changing nothing, while NODE holds a local-path volume."""
+    node = written("get", "pod", "writer", f"--namespace={NAMESPACE}")["spec"]["nodeName"]
+    volume = written("get", "pvc", "data", f"--namespace={NAMESPACE}")["spec"]["volumeName"]
+    result = ansible_playbook("reset.yml", "--limit", node)
+    text = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"nothing changed: {node} holds the local-path volumes {volume}; their data is deleted with the node" in text
+    assert f"-e k3s_reset_confirm={node}" in text
+    ready = {c["type"]: c["status"] for c in written("get", "node", node)["status"]["conditions"]}
+    assert ready["Ready"] == "True"
