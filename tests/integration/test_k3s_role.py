@@ -293,7 +293,7 @@ def test_every_task_touching_the_token_has_no_log():
         "Generate the server and agent tokens once on the init server",
         "Read the server token back from the init server",
         "Read the agent token back from the init server",
-        "Read the bootstrapped token",
+        "Read the token this server's cluster was bootstrapped with",
         "Check the token against the bootstrapped one",
         "Write the server token (servers only)",
         "Write the agent token",
