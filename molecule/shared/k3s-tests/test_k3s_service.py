@@ -3,7 +3,6 @@
 import json
 import os
 
-import pytest
 import yaml
 
 UNITS = {"server": "k3s.service", "agent": "k3s-agent.service"}
