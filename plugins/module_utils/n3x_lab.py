@@ -16,6 +16,7 @@ members on separate hubs partition the bond after a failover.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -52,7 +53,7 @@ OVMF_VARS_CANDIDATES = [
     "/usr/share/OVMF/OVMF_VARS.fd",
 ]
 
-LAB_FORMAT = 1
+LAB_FORMAT = 2
 # disk: OVMF boots the bootloader on the image's own GPT disk (the A/B image's GRUB).
 BOOT_MODES = ("direct", "uefi", "disk")
 ACCELS = ("auto", "kvm", "tcg")
@@ -148,13 +149,19 @@ def lab_id(lab_dir):
     return os.path.realpath(os.path.expanduser(lab_dir))
 
 
+# UDP ports of lab segments: below Linux's ephemeral range (32768-60999), which the kernel
+# hands to other programs' sockets; QEMU could not bind a segment port one of them holds.
+SEGMENT_PORTS = (20000, 32000)
+
+
 def segment_endpoint(lab_dir, segment):
     """(multicast group, UDP port) of a lab segment: derived from the lab directory, so
     every VM of one lab meets on the same hub and two labs on one host do not."""
     digest = hashlib.sha256((f"{lab_id(lab_dir)}\0{segment}").encode()).digest()
     # Last octet 1..254: never the group's network or broadcast-looking address.
     group = f"230.{digest[0]}.{digest[1]}.{1 + digest[2] % 254}"
-    port = 20000 + int.from_bytes(digest[3:5], "big") % 20000
+    low, high = SEGMENT_PORTS
+    port = low + int.from_bytes(digest[3:5], "big") % (high - low)
     return group, port
 
 
@@ -174,7 +181,7 @@ def port_free(port, host="127.0.0.1"):
 
 def free_port(host="127.0.0.1", avoid=()):
     """A TCP port that nothing listens on now (the kernel picks it)."""
-    for _ in range(50):
+    for _attempt in range(50):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.bind((host, 0))
@@ -453,8 +460,11 @@ def probe_kvm(kernel, cache_file, timeout=10.0):
     else:
         usable, reason = _kvm_boot(kernel, timeout)
     os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
-    with open(cache_file, "w") as fh:
+    # Written whole, then renamed: a lab starting at the same time reads the old or the new file.
+    tmp = f"{cache_file}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
         json.dump({"boot_id": boot_id, "usable": usable, "reason": reason}, fh)
+    os.replace(tmp, cache_file)
     return usable, reason
 
 
@@ -670,6 +680,23 @@ def serial_tail(paths, lines=15):
         return []
 
 
+PORT_LOCK = "~/.cache/n3x/lab-ports.lock"
+
+
+@contextlib.contextmanager
+def port_lock(path=PORT_LOCK):
+    """Hold the host's lab port lock: choosing a forwarded port and QEMU binding it (it
+    returns from -daemonize once its sockets are bound) happen while no other lab does."""
+    path = os.path.expanduser(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def start(vm, accel, ssh_port=None, attempts=3):
     """Start the VM (must not be running). Returns the new state dict."""
     require_tools([ARCHES[vm.get("arch", "amd64")]["qemu"], "qemu-img"])
@@ -682,13 +709,16 @@ def start(vm, accel, ssh_port=None, attempts=3):
     _prepare_disks(vm, paths, state)
     port = ssh_port or state.get("ssh_port")
     last_err = ""
-    for _ in range(attempts):
-        if not port or not port_free(port):
-            port = free_port()
-        argv = qemu_argv(vm, port, accel)
+    for _attempt in range(attempts):
         _remove(paths, ("pid", "qmp", "serial"))
         started = time.time()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        # A port is free from the check until QEMU binds it only if no other lab (another
+        # process) checks the same port in between: both would pick it, one QEMU would fail.
+        with port_lock():
+            if not port or not port_free(port):
+                port = free_port()
+            argv = qemu_argv(vm, port, accel)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode == 0:
             pid = running_pid(paths)
             if pid is None:

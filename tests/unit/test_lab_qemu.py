@@ -1,5 +1,6 @@
 """QEMU command lines, MACs, ports and lab segments of the lab VMs (pure functions only)."""
 
+import pathlib
 import socket
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_segments_differ_by_name_and_lab(tmp_path):
     octets = [int(o) for o in group.split(".")]
     assert octets[0] == 230
     assert 1 <= octets[3] <= 254
-    assert 20000 <= port < 40000
+    assert 20000 <= port < 32000
 
 
 def test_explicit_segments_are_separate_hubs(tmp_path):
@@ -184,6 +185,39 @@ def test_free_port_is_bindable_and_port_free_sees_listeners():
         sock.listen()
         assert not lab.port_free(port)
         assert lab.free_port(avoid={port}) != port
+
+
+def test_segment_ports_stay_below_the_ephemeral_port_range(tmp_path):
+    # The kernel gives ports of this range to other programs' sockets (DNS lookups, SSH
+    # clients); a segment port one of them holds would make QEMU fail to start.
+    low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {lab.segment_endpoint(str(tmp_path / f"lab-{i}"), "lab")[1] for i in range(2000)}
+    assert max(ports) < low
+    assert min(ports) >= 20000
+    assert len(ports) > 1500  # spread over the range, not a few values
+
+
+def test_port_lock_makes_another_lab_wait(tmp_path):
+    # Another process (a second lab) holds the lock while its QEMU binds its port.
+    path = tmp_path / "ports.lock"
+    hold = (
+        f"import fcntl, os, time; fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(1.5)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with lab.port_lock(str(path)):
+        waited = time.monotonic() - started
+    holder.wait(timeout=10)
+    assert waited > 0.8, f"got the lock after {waited:.2f} s while another process held it"
+
+
+def test_port_lock_refuses_a_symlink(tmp_path):
+    (tmp_path / "elsewhere").write_text("")
+    (tmp_path / "ports.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError, match="symbolic links"), lab.port_lock(str(tmp_path / "ports.lock")):
+        pass
 
 
 def test_definition_hash_tracks_the_definition(tmp_path):
