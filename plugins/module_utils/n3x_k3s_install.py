@@ -15,8 +15,6 @@ import hashlib
 import os
 import re
 import tempfile
-import urllib.error
-import urllib.request
 
 DEFAULT_VERSION = "v1.35.0+k3s3"
 RELEASE_BASE = "https://github.com/k3s-io/k3s/releases/download"
@@ -210,15 +208,14 @@ def _from_airgap_dir(directory, version, arch):
     }
 
 
-def _fetch(url, timeout):
-    try:
-        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - https release URL built by release_url
-    except (urllib.error.URLError, OSError) as exc:
-        raise ArtifactError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
+def download(version, arch, directory, timeout=60, opener=None):
+    """Fetch the release binary into directory/<version>/, verified; reuse a verified copy.
 
-
-def download(version, arch, directory, timeout=60, opener=_fetch):
-    """Fetch the release binary into directory/<version>/, verified; reuse a verified copy."""
+    opener(url, timeout) returns a readable response or raises ArtifactError: the module
+    passes Ansible's open_url (proxies and certificate checks as Ansible does them).
+    """
+    if opener is None:
+        raise ArtifactError("no downloader given for the k3s release (opener)")
     names = artifact_names(arch)
     target_dir = os.path.join(os.path.expanduser(directory), check_version(version))
     os.makedirs(target_dir, mode=0o755, exist_ok=True)
@@ -258,7 +255,7 @@ def resolve_source(
     allow_download=False,
     download_dir=DEFAULT_DOWNLOAD_DIR,
     timeout=60,
-    opener=_fetch,
+    opener=None,
     allow_unverified=False,
 ):
     """The verified k3s source for one architecture, first of: binary path, airgap dir, download.

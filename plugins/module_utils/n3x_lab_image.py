@@ -823,7 +823,7 @@ def verify_packages(installed, groups, base=()):
 def _run(argv, log):
     log.write("+ {}\n".format(" ".join(argv)))
     log.flush()
-    proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         raise ImageError(f"command failed (exit {proc.returncode}): {' '.join(argv)}; see {log.name}")
 
@@ -1025,7 +1025,7 @@ def build_ab_disk(workdir, root, esp, spec, seed, log):
     disk = os.path.join(workdir, "disk.img")
     with open(disk, "wb") as out:
         out.truncate(total * SECTOR)
-        for part, (_, _, path) in zip(placed, images, strict=True):
+        for part, (_name, _ptype, path) in zip(placed, images, strict=True):
             copy_sparse(path, out, part["start"] * SECTOR)
         for offset, blob in gpt_headers(placed, total, seed).items():
             out.seek(offset)

@@ -245,7 +245,7 @@ def write_cpio(out, members):
             out.write(content)
             size = len(content)
         else:
-            _, checksum, size = file_digests(content["path"])
+            _sha256, checksum, size = file_digests(content["path"])
             out.write(_cpio_header(ino, name, size, checksum))
             with open(content["path"], "rb") as handle:
                 shutil.copyfileobj(handle, out, _CHUNK)
@@ -266,7 +266,7 @@ def read_cpio(data):
             fields = [int(data[offset + 6 + 8 * i : offset + 14 + 8 * i], 16) for i in range(13)]
         except ValueError as exc:
             raise SwupdateError(f"cpio: bad header at offset {offset}") from exc
-        ino, mode, _, _, _, mtime, size, _, _, _, _, namesize, checksum = fields
+        ino, mode, _uid, _gid, _nlink, mtime, size, _devmajor, _devminor, _rdevmajor, _rdevminor, namesize, checksum = fields
         name_start = offset + 110
         name = data[name_start : name_start + namesize - 1].decode()
         data_start = name_start + namesize
@@ -356,7 +356,7 @@ def generate_signing_key(key, cert, common_name="n3x lab swupdate signing", days
         return False
     if os.path.exists(key) != os.path.exists(cert):
         raise SwupdateError(f"only one of {key} and {cert} exists; remove it or provide both")
-    for directory in {os.path.dirname(os.path.abspath(key)), os.path.dirname(os.path.abspath(cert))}:
+    for directory in sorted({os.path.dirname(os.path.abspath(key)), os.path.dirname(os.path.abspath(cert))}):
         os.makedirs(directory, mode=0o700, exist_ok=True)
     if any(char in common_name for char in "/=\n"):
         raise SwupdateError(f"common name {common_name!r} must not contain '/', '=' or newlines")
@@ -487,7 +487,7 @@ def bundle_members(version, hardware, images, slots, key=None, cert=None, descri
     images = check_images(images)
     described = []
     for image in images:
-        sha256, _, _ = file_digests(image["path"])
+        sha256, _checksum, _size = file_digests(image["path"])
         described.append({**image, "sha256": sha256})
     text = render_sw_description(version, hardware, described, slots, description)
     members = [("sw-description", text.encode())]
@@ -530,7 +530,7 @@ def build_bundle(dest, version, hardware, images, slot="both", active_slot=None,
             changed = True
             if not check_mode:
                 os.chmod(dest, mode)
-        sha256, _, size = file_digests(temporary if check_mode or not changed else dest)
+        sha256, _checksum, size = file_digests(temporary if check_mode or not changed else dest)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -540,7 +540,7 @@ def build_bundle(dest, version, hardware, images, slot="both", active_slot=None,
         "slots": list(slots),
         "selections": {slot_name: selection(slot_name) for slot_name in slots},
         "signed": key is not None,
-        "members": [name for name, _ in members],
+        "members": [name for name, _data in members],
         "sha256": sha256,
         "size": size,
     }

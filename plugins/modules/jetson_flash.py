@@ -124,6 +124,7 @@ options:
     type: path
     default: /sys/bus/usb/devices
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 notes:
   - Takes 10 to 30 minutes per board. C(playbooks/jetson-flash.yml) flashes one board at a time;
@@ -131,7 +132,7 @@ notes:
 seealso:
   - module: n3x.cluster.jetson_recovery
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

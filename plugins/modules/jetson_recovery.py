@@ -50,6 +50,7 @@ options:
     type: path
     default: /sys/bus/usb/devices
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 notes:
   - A board in recovery mode shows in C(lsusb) as C(ID 0955:7523 NVIDIA Corp. APX), for example.
@@ -57,7 +58,7 @@ notes:
 seealso:
   - module: n3x.cluster.jetson_flash
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

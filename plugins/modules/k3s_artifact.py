@@ -82,11 +82,14 @@ attributes:
   diff_mode:
     support: none
   action:
+    description: Runs on the controller through its action plugin.
     support: full
   platform:
     platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -161,6 +164,8 @@ url:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s import flag_table
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_install import DEFAULT_DOWNLOAD_DIR, DEFAULT_VERSION, ArtifactError, resolve_source
@@ -182,6 +187,14 @@ ARGUMENT_SPEC = {
 }
 
 
+def fetch(url, timeout):
+    """A release asset through Ansible's URL handling (proxies, certificate checks)."""
+    try:
+        return open_url(url, timeout=timeout)
+    except (OSError, UrlConnectionError, ValueError) as exc:
+        raise ArtifactError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
+
+
 def run(params):
     """The module's result dict (shared with the action plugin)."""
     try:
@@ -196,6 +209,7 @@ def run(params):
             download_dir=params.get("download_dir") or DEFAULT_DOWNLOAD_DIR,
             timeout=params.get("timeout") or 60,
             allow_unverified=params.get("allow_unverified", False),
+            opener=fetch,
         )
         result["flag_table"] = flag_table(params["version"], params.get("allow_other_minor", False)).K3S_VERSION
     except (ArtifactError, ProfileError) as exc:

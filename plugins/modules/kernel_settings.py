@@ -37,6 +37,7 @@ options:
     type: dict
     default: {}
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 notes:
   - In check mode a parameter that only a module still to be loaded provides is reported as to be set.
@@ -44,7 +45,7 @@ seealso:
   - module: community.general.modprobe
   - module: ansible.posix.sysctl
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -18,11 +18,15 @@ description:
     systemd-boot for UEFI boot.
   - The image is stored under O(cache_dir)/KEY where KEY is the sha256 of everything that
     decides its content (packages, customisation, role version); an existing image with the
-    same key is reused at once (RV(changed) is false).
+    same key is reused at once (C(changed) is false).
   - Needs root and the Debian packages C(mmdebstrap), C(e2fsprogs), C(dosfstools) and C(mtools).
   - With O(prune_days), removes the other cached images that no lab has used for that many
     days, keeping every image that a lab VM under O(lab_root) still uses.
-author: n3x developers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - n3x.cluster.attributes
+author:
+  - n3x developers (!UNKNOWN)
 options:
   cache_dir:
     description: Directory holding the cached images.

@@ -15,7 +15,11 @@ description:
     carrier, as when a cable is pulled, which is how bond failover is tested.
   - Idempotent. QEMU cannot report a link's state, so the module records it in the VM's
     state file; a (re)started VM has all links up.
-author: n3x developers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - n3x.cluster.attributes
+author:
+  - n3x developers (!UNKNOWN)
 options:
   name:
     description: VM name (as given to M(n3x.cluster.lab_vm)).

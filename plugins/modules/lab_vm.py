@@ -17,12 +17,16 @@ description:
   - eth0 is the management NIC (QEMU user-mode networking, SSH forwarded from
     C(127.0.0.1:PORT)); eth1, eth2... are the lab NICs of O(nics), each on a lab segment
     (a loopback multicast hub shared by all VMs of the lab directory).
-  - Idempotent. A running VM with the same definition is left alone (RV(changed) is false);
+  - Idempotent. A running VM with the same definition is left alone (C(changed) is false);
     a running VM with another definition is restarted. A stale pidfile or a dead VM is
     cleaned up. A failed start leaves no QEMU process behind.
   - With O(accel=auto), KVM is used only when a real short boot under KVM prints the
     kernel banner (the result is cached until the host reboots); otherwise TCG.
-author: n3x developers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - n3x.cluster.attributes
+author:
+  - n3x developers (!UNKNOWN)
 options:
   name:
     description:

@@ -43,9 +43,10 @@ attributes:
   platform:
     platforms: posix
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.files
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

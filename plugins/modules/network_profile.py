@@ -54,11 +54,14 @@ attributes:
   diff_mode:
     support: none
   action:
+    description: Runs on the controller through its action plugin.
     support: full
   platform:
     platforms: all
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -61,6 +61,7 @@ attributes:
   platform:
     platforms: posix
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.files
 requirements:
   - systemd-networkd and networkctl on the node.
@@ -69,7 +70,7 @@ seealso:
   - plugin: n3x.cluster.networkd_files
     plugin_type: filter
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -98,6 +98,7 @@ options:
     type: str
     default: "0644"
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 requirements:
   - openssl on the host that runs the module (for signing).
@@ -109,7 +110,7 @@ seealso:
     description: The description format this module writes.
     link: https://sbabic.github.io/swupdate/sw-description.html
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -26,7 +26,7 @@ description:
     the installer's IDLE state, log success, exit 1 and end the install it started. Such a
     run proves nothing, so it is run again (up to O(attempts) runs); every run is a complete
     install from the start.
-  - Always RV(changed) when the install runs. In check mode a bundle file is only checked
+  - Always C(changed) when the install runs. In check mode a bundle file is only checked
     (C(swupdate -c)) - signature, hashes and hardware, nothing written.
 options:
   bundle:
@@ -67,6 +67,7 @@ options:
     type: int
     default: 1800
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 attributes:
   check_mode:
@@ -81,7 +82,7 @@ notes:
 seealso:
   - module: n3x.cluster.swupdate_bundle
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -20,8 +20,9 @@ PLUGINS = sorted(
 
 
 def run(args, cwd=REPO, env=None, check=False):
-    full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    # JSON results: ansible-core before 2.19 wraps and re-quotes long messages in YAML results.
+    full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", **(env or {})}
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600, check=False)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result

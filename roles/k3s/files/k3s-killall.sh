@@ -58,10 +58,12 @@ if [ -n "$shims" ]; then
         for pid in $level; do
             next="$next $(ps -o pid= --ppid "$pid")"
         done
-        level=$(echo $next)
+        level=$(echo "$next" | xargs)
         all="$all $level"
     done
-    kill -9 $all 2>/dev/null
+    for pid in $all; do
+        kill -9 "$pid" 2>/dev/null
+    done
     changed=1
 fi
 
