@@ -13,6 +13,8 @@ for the main suite.
 import os
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 
 import nox
@@ -28,6 +30,16 @@ nox.options.default_venv_backend = "venv"
 nox.options.envdir = str(REPO / ".venv" / "nox")
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["ansible_core"]
+
+
+def interpreter(version):
+    """pythonX.Y from PATH when it runs, else pyenv's (where this machine kind keeps 3.12)."""
+    name = f"python{version}"
+    found = shutil.which(name)
+    if found and subprocess.run([found, "-c", ""], capture_output=True, check=False).returncode == 0:
+        return version
+    candidates = sorted(pathlib.Path.home().glob(f".pyenv/versions/{version}.*/bin/{name}"), reverse=True)
+    return str(candidates[0]) if candidates else version
 
 
 def pinned(names):
@@ -58,7 +70,7 @@ def link_collections(session):
 
 
 @nox.session
-@nox.parametrize(("python", "core"), [(python, core) for core, python in ANSIBLE_CORE.items()], ids=list(ANSIBLE_CORE))
+@nox.parametrize(("python", "core"), [(interpreter(python), core) for core, python in ANSIBLE_CORE.items()], ids=list(ANSIBLE_CORE))
 def ansible_core(session, core):
     session.install(f"ansible-core=={core}.*", *pinned(TOOLS))
     link_collections(session)

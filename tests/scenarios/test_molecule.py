@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from tests.scenarios.harness import results_dir, run_logged
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 # Lower layers first, so the first failure in the summary is the lowest broken layer. Every
@@ -112,6 +114,19 @@ def test_scenario(scenario):
         pytest.skip(f"slow ({SLOW[scenario]}): run it with scripts/test --full or N3X_SLOW_SCENARIOS=1")
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86_64 is missing: run scripts/bootstrap (apt package qemu-system-x86)")
+    output = results_dir()
+    logs = output / "logs" / scenario
+    logs.mkdir(parents=True, exist_ok=True)
+    (output / "junit" / "molecule").mkdir(parents=True, exist_ok=True)
+    env = {
+        **molecule_env(),
+        # The scenario's testinfra checks write JUnit too (per check and node, with the
+        # figures they measure as properties: xunit1 keeps them schema-valid) ...
+        "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} --junitxml={output / 'junit' / 'molecule' / f'{scenario}.xml'} "
+        f"-o junit_family=xunit1 -o junit_suite_name={scenario}".strip(),
+        # ... and molecule/shared/destroy.yml keeps the VMs' serial console logs here.
+        "N3X_LAB_LOGS": str(logs),
+    }
     timeout = 3600 if scenario in SLOW else 1800
-    result = subprocess.run([str(BIN / "molecule"), "test", "-s", scenario], cwd=REPO, env=molecule_env(), check=False, timeout=timeout)
-    assert result.returncode == 0, f"molecule test -s {scenario} failed (output above)"
+    returncode = run_logged([str(BIN / "molecule"), "test", "-s", scenario], logs / "molecule.log", env, timeout)
+    assert returncode == 0, f"molecule test -s {scenario} failed (output above; {logs / 'molecule.log'})"

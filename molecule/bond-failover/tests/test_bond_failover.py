@@ -45,7 +45,7 @@ def longest_outage(log):
     return max(b - a for a, b in itertools.pairwise(answered)), answered
 
 
-def test_failover_and_failback(host, profile, node, lab_nodes):
+def test_failover_and_failback(host, profile, node, lab_nodes, record_property):
     if node != lab_nodes[0]:
         pytest.skip("the cable is pulled on the first node")
     bond = profile["bond"]
@@ -84,6 +84,8 @@ def test_failover_and_failback(host, profile, node, lab_nodes):
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"bond failover: {result}")
+    for name, value in result.items():
+        record_property(name, value)  # the results matrix shows them (JUnit properties)
     assert window < LOSS_WINDOW_GOAL, f"traffic stopped for {window:.2f} s (goal < {LOSS_WINDOW_GOAL} s): {result}"
     # Traffic flowed on the backup and again after failback.
     assert answered[-1] - answered[0] > 7, f"replies stopped early: {result}"

@@ -44,3 +44,14 @@ def test_boot_mode(host):
     # N3X_LAB_BOOT_MODE=uefi runs the same scenario through OVMF and systemd-boot.
     uefi = os.environ.get("N3X_LAB_BOOT_MODE", "direct") == "uefi"
     assert host.file("/sys/firmware/efi").exists == uefi
+
+
+def test_boot_to_ssh_is_measured(host, record_property):
+    # Guest clock: from the kernel's start to sshd running (the results matrix shows it).
+    usec = host.run("systemctl show n3x-sshd.service -p ActiveEnterTimestampMonotonic --value").stdout.strip()
+    assert usec.isdigit(), f"n3x-sshd.service has no start time: {usec!r}"
+    assert int(usec) > 0, "n3x-sshd.service has not started"
+    record_property("boot_to_sshd_seconds", round(int(usec) / 1e6, 2))
+    times = host.run("systemd-analyze time").stdout.strip()
+    assert times.startswith("Startup finished in"), times
+    record_property("systemd_analyze", times.splitlines()[0])

@@ -65,35 +65,40 @@ def throughput_mbit(host, peer_host, address, megabytes=4):
     return megabytes * 8 / float(result.stdout.strip())
 
 
-def test_latency_rises_with_netem_delay(host, link):
+def test_latency_rises_with_netem_delay(host, link, record_property):
     interface, address, _peer = link
     baseline = rtt_ms(host, address)
     tc(host, f"qdisc add dev {interface} root netem delay 50ms 10ms distribution normal")
     delayed = rtt_ms(host, address, count=30)
     print(f"netem delay 50ms 10ms: RTT {baseline:.1f} -> {delayed:.1f} ms")
+    record_property("rtt_ms_baseline", round(baseline, 2))
+    record_property("rtt_ms_netem_delay_50ms", round(delayed, 2))
     assert delayed - baseline >= 30, f"RTT {baseline:.1f} ms -> {delayed:.1f} ms with 50 ms netem delay"
 
 
-def test_loss_matches_netem_rate(host, link):
+def test_loss_matches_netem_rate(host, link, record_property):
     interface, address, _peer = link
     tc(host, f"qdisc add dev {interface} root netem loss {LOSS_RATE * 100:g}%")
     measured = loss_fraction(host, address, LOSS_PROBES)
     print(f"netem loss {LOSS_RATE:.0%}: measured {measured:.1%} over {LOSS_PROBES} probes")
+    record_property("loss_percent_netem_5", round(measured * 100, 2))
     sigma = math.sqrt(LOSS_RATE * (1 - LOSS_RATE) / LOSS_PROBES)
     assert abs(measured - LOSS_RATE) <= 3 * sigma, f"loss {measured:.1%} over {LOSS_PROBES} probes, configured {LOSS_RATE:.0%}"
 
 
-def test_tbf_bounds_throughput(host, link, host_of):
+def test_tbf_bounds_throughput(host, link, host_of, record_property):
     interface, address, peer = link
     unshaped = throughput_mbit(host, host_of(peer), address)
     tc(host, f"qdisc add dev {interface} root tbf rate 10mbit burst 32kbit latency 400ms")
     shaped = throughput_mbit(host, host_of(peer), address)
     print(f"tbf 10mbit: {unshaped:.1f} -> {shaped:.1f} Mbit/s")
+    record_property("mbit_s_unshaped", round(unshaped, 1))
+    record_property("mbit_s_tbf_10mbit", round(shaped, 1))
     assert shaped <= 11, f"{shaped:.1f} Mbit/s through a 10mbit tbf (unshaped {unshaped:.1f})"
     assert shaped >= 5, f"{shaped:.1f} Mbit/s: the tbf starves the link"
 
 
-def test_htb_with_netem_child(host, link, host_of):
+def test_htb_with_netem_child(host, link, host_of, record_property):
     interface, address, peer = link
     baseline = rtt_ms(host, address)
     tc(host, f"qdisc add dev {interface} root handle 1: htb default 10")
@@ -102,11 +107,13 @@ def test_htb_with_netem_child(host, link, host_of):
     delayed = rtt_ms(host, address)
     shaped = throughput_mbit(host, host_of(peer), address, megabytes=2)
     print(f"htb 10mbit + netem 50ms: RTT {baseline:.1f} -> {delayed:.1f} ms, {shaped:.1f} Mbit/s")
+    record_property("rtt_ms_htb_netem_50ms", round(delayed, 2))
+    record_property("mbit_s_htb_10mbit", round(shaped, 1))
     assert delayed - baseline >= 40, f"RTT {baseline:.1f} -> {delayed:.1f} ms under htb+netem"
     assert shaped <= 11, f"{shaped:.1f} Mbit/s through a 10mbit htb class"
 
 
-def test_latency_recovers_when_constraints_go(host, link):
+def test_latency_recovers_when_constraints_go(host, link, record_property):
     interface, address, _peer = link
     baseline = rtt_ms(host, address)
     tc(host, f"qdisc add dev {interface} root netem delay 100ms")
@@ -114,4 +121,5 @@ def test_latency_recovers_when_constraints_go(host, link):
     tc(host, f"qdisc del dev {interface} root")
     recovered = rtt_ms(host, address)
     print(f"after removing netem: RTT {recovered:.1f} ms (baseline {baseline:.1f})")
+    record_property("rtt_ms_recovered", round(recovered, 2))
     assert recovered <= baseline + 10, f"RTT {recovered:.1f} ms after removing netem, baseline {baseline:.1f}"
