@@ -122,7 +122,7 @@ def bsp_release(bsp_dir):
     """The BSP's release, checked against the rootfs's (the proof that apply_binaries.sh ran)."""
     bsp_file = os.path.join(bsp_dir, BSP_RELEASE_FILE)
     release = parse_release(read_small(bsp_file), bsp_file)
-    major = int(release[1:].split(".")[0])
+    major = int(release[1:].split(".", maxsplit=1)[0])
     if major not in SUPPORTED_MAJORS:
         raise BspError(
             f"{bsp_file}: {release}: n3x has a flash table for R36 only "
@@ -366,7 +366,7 @@ def host_problems(method, machine, which, exists=os.path.exists):
 
 def host_warnings(release, os_release):
     """A warning when the host is not a distribution NVIDIA supports for this release."""
-    major = int(release[1:].split(".")[0])
+    major = int(release[1:].split(".", maxsplit=1)[0])
     supported = SUPPORTED_HOSTS.get(major, ())
     distro, version = os_release.get("ID", ""), os_release.get("VERSION_ID", "")
     if distro == "ubuntu" and version in supported:
