@@ -178,37 +178,62 @@ overlay /run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs over
 tmpfs /run/k3s-other tmpfs rw 0 0
 /dev/vdb1 /var/lib/rancher/k3s-backup ext4 rw 0 0
 /dev/vdb2 /var/lib/rancher/k3s/storage ext4 rw 0 0
+/dev/vde1 /var/lib/rancher/k3s/server ext4 rw 0 0
+/dev/vde2 /var/lib/rancher/k3s/agent ext4 rw 0 0
 tmpfs /var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/kube-api-access-x tmpfs rw 0 0
 tmpfs /var/lib/kubelet/pods-archive tmpfs rw 0 0
 /dev/vdc /var/lib/kubelet/plugins/kubernetes.io/csi/driver/mount ext4 rw 0 0
+/dev/vdf /var/lib/kubelet/device-plugins ext4 rw 0 0
 nsfs /run/netns/cni-1f2e3d nsfs rw 0 0
 nsfs /run/netns/mine nsfs rw 0 0
 /dev/vdd /var/lib/longhorn ext4 rw 0 0
 """
 
 
-def test_killall_unmounts_exactly_the_k3s_directories_deepest_first(tmp_path):
+def killall_lists(option, mounts_text, tmp_path, env=None):
     mounts = tmp_path / "mounts"
-    mounts.write_text(MOUNTS)
-    result = subprocess.run(["sh", str(KILLALL), "--list-mounts", str(mounts)], capture_output=True, text=True, check=True, timeout=30)
+    mounts.write_text(mounts_text)
+    result = subprocess.run(["sh", str(KILLALL), option, str(mounts)], capture_output=True, text=True, check=True, timeout=30, env=env)
+    return result.stdout.splitlines()
+
+
+def test_killall_unmounts_exactly_upstreams_directories_deepest_first(tmp_path):
+    """install.sh create_killall: /run/k3s, /var/lib/kubelet/pods, /var/lib/kubelet/plugins and
+    /run/netns/cni-*; nothing below the data directory (k3s-io/k3s#10403, issue #8527), whose
+    server/ and agent/ may be filesystems of their own."""
     wanted = [
         "/run/k3s/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/shm",
         "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs",
-        "/var/lib/rancher/k3s/storage",
         "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/kube-api-access-x",
         "/var/lib/kubelet/plugins/kubernetes.io/csi/driver/mount",
         "/run/netns/cni-1f2e3d",
     ]
     # Reverse byte order puts every child before its parent.
-    assert result.stdout.splitlines() == sorted(wanted, reverse=True)
+    assert killall_lists("--list-mounts", MOUNTS, tmp_path) == sorted(wanted, reverse=True)
+
+
+def test_removal_is_blocked_by_any_mount_below_what_an_uninstall_deletes(tmp_path):
+    """The uninstall removes /etc/rancher/k3s, /run/k3s, /run/flannel, the data directory and
+    /var/lib/kubelet with rm -rf: a mount left below any of them (never a sibling) stops it."""
+    wanted = [
+        "/run/k3s/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/shm",
+        "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs",
+        "/var/lib/rancher/k3s/storage",
+        "/var/lib/rancher/k3s/server",
+        "/var/lib/rancher/k3s/agent",
+        "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/kube-api-access-x",
+        "/var/lib/kubelet/pods-archive",
+        "/var/lib/kubelet/plugins/kubernetes.io/csi/driver/mount",
+        "/var/lib/kubelet/device-plugins",
+    ]
+    assert killall_lists("--list-blocking-mounts", MOUNTS, tmp_path) == sorted(wanted, reverse=True)
 
 
 def test_killall_honours_k3s_data_dir(tmp_path):
-    mounts = tmp_path / "mounts"
-    mounts.write_text("x /srv/k3s/agent/x tmpfs rw 0 0\nx /var/lib/rancher/k3s/y tmpfs rw 0 0\nx /srv/k3s2 tmpfs rw 0 0\n")
+    mounts = "x /srv/k3s/agent/x tmpfs rw 0 0\nx /var/lib/rancher/k3s/y tmpfs rw 0 0\nx /srv/k3s2 tmpfs rw 0 0\n"
     env = {"PATH": "/usr/bin:/bin", "K3S_DATA_DIR": "/srv/k3s"}
-    result = subprocess.run(["sh", str(KILLALL), "--list-mounts", str(mounts)], capture_output=True, text=True, check=True, timeout=30, env=env)
-    assert result.stdout.splitlines() == ["/srv/k3s/agent/x"]
+    assert killall_lists("--list-mounts", mounts, tmp_path, env) == []
+    assert killall_lists("--list-blocking-mounts", mounts, tmp_path, env) == ["/srv/k3s/agent/x"]
 
 
 def pv(name, node, storage_class="local-path"):

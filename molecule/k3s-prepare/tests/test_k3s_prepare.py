@@ -109,10 +109,11 @@ def test_k3s_scripts_where_install_sh_puts_them(host, node):
     assert not host.file(uninstall["agent" if role == "server" else "server"]).exists
     assert host.run("sh -n /usr/local/bin/k3s-killall.sh").rc == 0
     assert host.run(f"sh -n {uninstall[role]}").rc == 0
-    # The mounts it would take are k3s's own, here none (nothing ran).
-    listed = host.run("/usr/local/bin/k3s-killall.sh --list-mounts /proc/self/mounts")
-    assert listed.rc == 0, listed.stderr
-    assert listed.stdout == "", listed.stdout
+    # The mounts it would take, and those that would stop an uninstall: none (nothing ran).
+    for option in ("--list-mounts", "--list-blocking-mounts"):
+        listed = host.run(f"/usr/local/bin/k3s-killall.sh {option} /proc/self/mounts")
+        assert listed.rc == 0, (option, listed.stderr)
+        assert listed.stdout == "", (option, listed.stdout)
 
 
 def test_storage_kernel_modules_loaded_and_persistent(host):

@@ -2,37 +2,56 @@
 # Installed as /usr/local/bin/k3s-killall.sh, where install.sh puts its own (create_killall),
 # and run by the n3x.cluster.k3s role on reset. Like upstream's: stops every k3s*.service,
 # kills the container shims and their children (KillMode=process leaves them running),
-# unmounts and removes k3s and kubelet mounts, deletes the CNI namespaces and interfaces,
-# /var/lib/cni and the KUBE-/CNI-/flannel iptables rules. Unlike upstream's prefix match
-# ('/run/k3s'* also matched /run/k3s-anything), a mount is k3s's only when it is one of its
-# directories or below one ('/var/lib/rancher/k3s-backup' is never touched); only CNI
-# namespaces match by name prefix (/run/netns/cni-*). Prints "changed" if it did anything.
-#   k3s-killall.sh                      stop everything k3s runs on this node
-#   k3s-killall.sh --list-mounts FILE   print the mounts it would unmount (from a mounts file) and exit
+# unmounts and removes the mounts below /run/k3s, /var/lib/kubelet/pods and
+# /var/lib/kubelet/plugins, deletes the CNI namespaces and interfaces, /var/lib/cni and the
+# KUBE-/CNI-/flannel iptables rules. Like upstream's since k3s-io/k3s#10403 (issue #8527),
+# nothing below the data directory is unmounted: its server/ and agent/ may be filesystems of
+# their own (docs.k3s.io reference/resource-profiling), which a plain killall must leave in
+# place. Unlike upstream's prefix match ('/run/k3s'* also matched /run/k3s-anything), a mount
+# is k3s's only when it is one of those directories or below one; only CNI namespaces match
+# by name prefix (/run/netns/cni-*). Prints "changed" if it did anything.
+#   k3s-killall.sh                               stop everything k3s runs on this node
+#   k3s-killall.sh --list-mounts FILE            print the mounts it would unmount (from a mounts file)
+#   k3s-killall.sh --list-blocking-mounts FILE   print the mounts below what an uninstall removes
+#                                                (the data directory, /var/lib/kubelet, /run/k3s...)
 set -u
-[ "$(id -u)" -eq 0 ] || [ "${1:-}" = --list-mounts ] || exec sudo --preserve-env=K3S_DATA_DIR "$0" "$@"
+case "${1:-}" in
+    --list-mounts | --list-blocking-mounts) ;;
+    *) [ "$(id -u)" -eq 0 ] || exec sudo --preserve-env=K3S_DATA_DIR "$0" "$@" ;;
+esac
 
 K3S_DATA_DIR=${K3S_DATA_DIR:-/var/lib/rancher/k3s}
 MOUNTS=/proc/self/mounts
-# Directories whose mounts are k3s's, and the one name prefix (CNI network namespaces).
-TREES="/run/k3s $K3S_DATA_DIR /var/lib/kubelet/pods /var/lib/kubelet/plugins"
+# What killall unmounts: the trees of install.sh's do_unmount_and_remove calls, and the one
+# name prefix (CNI network namespaces).
+UNMOUNT_TREES="/run/k3s /var/lib/kubelet/pods /var/lib/kubelet/plugins"
 NAME_PREFIX=/run/netns/cni-
+# What an uninstall removes with rm -rf: never through a mount left below one of them.
+REMOVED_TREES="/etc/rancher/k3s /run/k3s /run/flannel $K3S_DATA_DIR /var/lib/kubelet"
 
-# Deepest first, so a parent is never busy because of a child.
-k3s_mounts() {
-    awk -v trees="$TREES" -v prefix="$NAME_PREFIX" '
+# mounts_below TREES PREFIX: the mounts at or below TREES (or named PREFIX*), deepest first,
+# so a parent is never busy because of a child.
+mounts_below() {
+    awk -v trees="$1" -v prefix="$2" '
         BEGIN { n = split(trees, roots, " ") }
         {
             for (i = 1; i <= n; i++) if ($2 == roots[i] || index($2, roots[i] "/") == 1) { print $2; next }
-            if (index($2, prefix) == 1) print $2
+            if (prefix != "" && index($2, prefix) == 1) print $2
         }' "$MOUNTS" | LC_ALL=C sort -r -u
 }
 
-if [ "${1:-}" = --list-mounts ]; then
-    MOUNTS=${2:?usage: k3s-killall.sh --list-mounts MOUNTS_FILE}
-    k3s_mounts
-    exit 0
-fi
+case "${1:-}" in
+    --list-mounts)
+        MOUNTS=${2:?usage: k3s-killall.sh --list-mounts MOUNTS_FILE}
+        mounts_below "$UNMOUNT_TREES" "$NAME_PREFIX"
+        exit 0
+        ;;
+    --list-blocking-mounts)
+        MOUNTS=${2:?usage: k3s-killall.sh --list-blocking-mounts MOUNTS_FILE}
+        mounts_below "$REMOVED_TREES" ""
+        exit 0
+        ;;
+esac
 
 changed=
 for bin in "$K3S_DATA_DIR"/data/*/bin/; do
@@ -67,7 +86,7 @@ if [ -n "$shims" ]; then
     changed=1
 fi
 
-for mount in $(k3s_mounts); do
+for mount in $(mounts_below "$UNMOUNT_TREES" "$NAME_PREFIX"); do
     umount -f "$mount" && rm -rf "$mount"
     changed=1
 done
