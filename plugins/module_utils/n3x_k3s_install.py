@@ -29,6 +29,10 @@ UNINSTALL_PATHS = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/l
 LINKED_COMMANDS = ("kubectl", "crictl", "ctr")
 # uname -m and Debian/Go names both occur in inventories; k3s names its assets the Go way.
 _ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+# The release's airgap image tarball comes compressed with zstd or gzip, or plain; k3s imports
+# any of them from agent/images (docs.k3s.io installation/airgap), and k3s-io/k3s-ansible's
+# airgap role copies *.tar.gz, *.tar.zst and *.tar. One is installed, the first found here.
+IMAGE_SUFFIXES = (".tar.zst", ".tar.gz", ".tar")
 _VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\+k3s[0-9]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -67,6 +71,11 @@ def artifact_names(arch):
         "checksums": f"sha256sum-{arch}.txt",
         "images": f"k3s-airgap-images-{arch}.tar.zst",
     }
+
+
+def image_names(arch):
+    """The airgap image tarball's release names for one architecture, preferred first."""
+    return [f"k3s-airgap-images-{k3s_arch(arch)}{suffix}" for suffix in IMAGE_SUFFIXES]
 
 
 def release_url(version, filename=""):
@@ -179,33 +188,29 @@ def _from_binary_path(path, version, arch, checksum, checksum_file, allow_unveri
     }
 
 
-def _airgap_images(directory, version, arch):
-    """The verified image tarball of an airgap directory (its binary may be absent)."""
+def _airgap_files(directory, version, arch, with_binary):
+    """The verified image tarball of an airgap directory, and with_binary its binary too."""
     names = artifact_names(arch)
-    images, checksums = os.path.join(directory, names["images"]), os.path.join(directory, names["checksums"])
-    missing = [os.path.basename(p) for p in (images, checksums) if not os.path.isfile(p)]
+    binary, checksums = os.path.join(directory, names["binary"]), os.path.join(directory, names["checksums"])
+    images = next((os.path.join(directory, name) for name in image_names(arch) if os.path.isfile(os.path.join(directory, name))), None)
+    missing = [names["binary"]] if with_binary and not os.path.isfile(binary) else []
+    if images is None:
+        missing.append(f"{names['images']} (or {', '.join(image_names(arch)[1:])})")
+    if not os.path.isfile(checksums):
+        missing.append(names["checksums"])
     if missing:
         raise ArtifactError(f"k3s_airgap_dir {directory}: missing {', '.join(missing)}. {missing_source_message(version, arch)}")
     sums = read_sha256sums(checksums)
-    return {"images": images, "images_sha256": verify_sha256(images, _lookup(sums, [names["images"]], checksums))}
-
-
-def _from_airgap_dir(directory, version, arch):
-    names = artifact_names(arch)
-    paths = {key: os.path.join(directory, name) for key, name in names.items()}
-    missing = [names[key] for key in ("binary", "images", "checksums") if not os.path.isfile(paths[key])]
-    if missing:
-        raise ArtifactError(f"k3s_airgap_dir {directory}: missing {', '.join(missing)}. {missing_source_message(version, arch)}")
-    sums = read_sha256sums(paths["checksums"])
-    return {
-        "source": "airgap_dir",
-        "binary": paths["binary"],
-        "binary_sha256": verify_sha256(paths["binary"], _lookup(sums, [names["binary"]], paths["checksums"])),
-        "images": paths["images"],
-        "images_sha256": verify_sha256(paths["images"], _lookup(sums, [names["images"]], paths["checksums"])),
-        "verified": True,
-        "warnings": [],
-    }
+    found = {"images": images, "images_sha256": verify_sha256(images, _lookup(sums, [os.path.basename(images)], checksums))}
+    if with_binary:
+        found.update(
+            source="airgap_dir",
+            binary=binary,
+            binary_sha256=verify_sha256(binary, _lookup(sums, [names["binary"]], checksums)),
+            verified=True,
+            warnings=[],
+        )
+    return found
 
 
 def download(version, arch, directory, timeout=60, opener=None):
@@ -273,9 +278,9 @@ def resolve_source(
     if binary_path:
         found = _from_binary_path(os.path.expanduser(binary_path), version, arch, binary_checksum, checksum_file, allow_unverified)
         if airgap:
-            found.update(_airgap_images(airgap, version, arch))
+            found.update(_airgap_files(airgap, version, arch, with_binary=False))
     elif airgap:
-        found = _from_airgap_dir(airgap, version, arch)
+        found = _airgap_files(airgap, version, arch, with_binary=True)
     elif allow_download:
         found = download(version, arch, download_dir, timeout, opener)
     else:

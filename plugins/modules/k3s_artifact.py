@@ -19,7 +19,8 @@ description:
     install.sh checks its download). Without any it is refused, unless O(allow_unverified),
     and the result's RV(verified) is then false.
   - O(airgap_dir), a directory laid out like a k3s release, holding the binary (C(k3s) or
-    C(k3s-arm64)), C(k3s-airgap-images-ARCH.tar.zst) and C(sha256sum-ARCH.txt). Both the
+    C(k3s-arm64)), C(k3s-airgap-images-ARCH.tar.zst) (or the release's C(.tar.gz) or C(.tar)
+    form, the first found in that order) and C(sha256sum-ARCH.txt). Both the
     binary and the image tarball must match the checksum file. With O(binary_path) too, the
     binary comes from that path and the images still from this directory.
   - A download of O(version) from C(https://github.com/k3s-io/k3s/releases/download/VERSION/)

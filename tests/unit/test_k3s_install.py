@@ -20,6 +20,7 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_install import
     artifact_names,
     check_version,
     file_sha256,
+    image_names,
     k3s_arch,
     k3s_unit,
     missing_source_message,
@@ -250,6 +251,31 @@ def test_airgap_dir_verifies_binary_and_images(tmp_path, arch):
     assert found["verified"] is True
 
 
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar"])
+def test_airgap_images_in_any_release_format_are_installed(tmp_path, suffix):
+    """The release's tarball as .tar.zst, .tar.gz or .tar (k3s imports each; k3s-ansible's
+    airgap role copies all three), checked against its own entry in the sums file."""
+    airgap = tmp_path / "airgap"
+    make_airgap(airgap)
+    (airgap / "k3s-airgap-images-amd64.tar.zst").unlink()
+    (airgap / f"k3s-airgap-images-amd64{suffix}").write_bytes(b"other images\n")
+    sums = {"k3s": sha(b"test binary, not k3s\n"), f"k3s-airgap-images-amd64{suffix}": sha(b"other images\n")}
+    (airgap / "sha256sum-amd64.txt").write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    found = resolve_source("amd64", airgap_dir=str(airgap))
+    assert (found["images"], found["images_sha256"]) == (str(airgap / f"k3s-airgap-images-amd64{suffix}"), sha(b"other images\n"))
+    binary = tmp_path / "k3s"
+    binary.write_bytes(b"test\n")
+    found = resolve_source("amd64", binary_path=str(binary), binary_checksum=sha(b"test\n"), airgap_dir=str(airgap))
+    assert found["images"] == str(airgap / f"k3s-airgap-images-amd64{suffix}")
+
+
+def test_airgap_images_zstd_preferred_and_only_one_installed(tmp_path):
+    make_airgap(tmp_path)
+    (tmp_path / "k3s-airgap-images-amd64.tar").write_bytes(b"plain images\n")
+    assert resolve_source("amd64", airgap_dir=str(tmp_path))["images"] == str(tmp_path / "k3s-airgap-images-amd64.tar.zst")
+    assert image_names("aarch64") == ["k3s-airgap-images-arm64.tar.zst", "k3s-airgap-images-arm64.tar.gz", "k3s-airgap-images-arm64.tar"]
+
+
 def test_airgap_binary_that_does_not_match_is_refused(tmp_path):
     make_airgap(tmp_path, sums={"k3s": sha(b"the real one"), "k3s-airgap-images-amd64.tar.zst": sha(b"test images\n")})
     with pytest.raises(ChecksumMismatch) as caught:
@@ -274,7 +300,8 @@ def test_airgap_dir_missing_files_are_named(tmp_path):
     make_airgap(tmp_path)
     (tmp_path / "k3s-airgap-images-amd64.tar.zst").unlink()
     (tmp_path / "sha256sum-amd64.txt").unlink()
-    with pytest.raises(ArtifactError, match="^" + re.escape(f"k3s_airgap_dir {tmp_path}: missing k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt.")):
+    missing = "k3s-airgap-images-amd64.tar.zst (or k3s-airgap-images-amd64.tar.gz, k3s-airgap-images-amd64.tar), sha256sum-amd64.txt."
+    with pytest.raises(ArtifactError, match="^" + re.escape(f"k3s_airgap_dir {tmp_path}: missing {missing}")):
         resolve_source("amd64", airgap_dir=str(tmp_path))
 
 

@@ -103,7 +103,7 @@ def test_image(kubectl, host_of, lab_nodes):
         if pulled.rc != 0:
             pytest.fail(
                 f"{name} has no {image} and cannot pull it ({(pulled.stderr or pulled.stdout).strip()[-300:]}): "
-                "give N3X_K3S_AIRGAP_DIR with k3s-airgap-images-amd64.tar.zst, or registry access to the nodes"
+                "give N3X_K3S_AIRGAP_DIR with k3s-airgap-images-amd64.tar.zst (or .tar.gz or .tar), or registry access to the nodes"
             )
     return image
 
