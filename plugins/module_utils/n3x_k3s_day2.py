@@ -121,6 +121,23 @@ def reset_scope(resetting, servers, agents):
     }
 
 
+def init_server_refusal(scope, init_server, server_api):
+    """'' unless a partial reset takes the init server (server_api's host) while servers stay.
+
+    The role configures server_api's host with cluster-init and every other node with
+    server: server_api (n3x_k3s.k3s_config), so that server, reset and added again by
+    cluster.yml, would start a second cluster beside the running one.
+    """
+    if scope["whole_cluster"] or not init_server or init_server not in scope["servers"]:
+        return ""
+    return (
+        f"{init_server} is the host of server_api {server_api}, the server the cluster was initialised on: "
+        f"added again, it would start a new cluster (cluster-init) beside this one, and the other nodes join "
+        f"through its address. Point server_api at a server that stays (or a virtual IP) in the profile, apply "
+        f"it with playbooks/cluster.yml, then reset {init_server}"
+    )
+
+
 def member_removal(members, ready, leaving):
     """'' when these etcd members can leave one at a time, else why not (quorum explained).
 

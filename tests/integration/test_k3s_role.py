@@ -194,6 +194,17 @@ def test_whole_cluster_reset_needs_the_cluster_name_before_any_host(ssh_spy):
         assert "PLAY [Remove k3s]" not in result.stdout
 
 
+def test_resetting_the_init_server_alone_is_refused_before_any_host(ssh_spy):
+    """server-1 is server_api's host: cluster.yml would add it back with cluster-init, a new cluster."""
+    env, marker = ssh_spy
+    result = run(
+        ["ansible-playbook", "-i", "inventories/lab/hosts.yml", "playbooks/reset.yml", "-e", "profile=simple", "--limit", "server-1"], env=env, timeout=120
+    )
+    assert result.returncode != 0
+    assert "nothing changed: server-1 is the host of server_api https://192.168.1.1:6443, the server the cluster was initialised on" in flat(result)
+    assert not marker.exists(), f"a host was contacted: {marker.read_text()}"
+
+
 def test_upgrade_without_k3s_fails_before_any_host(ssh_spy):
     env, marker = ssh_spy
     result = run(["ansible-playbook", "-i", "inventories/lab/hosts.yml", "playbooks/upgrade.yml", "-e", "profile=simple"], env=env, timeout=120)

@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_k3s_day2 import (
     Day2Error,
     drain_blockers,
+    init_server_refusal,
     local_volumes,
     member_removal,
     node_states,
@@ -157,6 +158,17 @@ def test_the_rest_must_keep_quorum():
     # 3 members, server-3 down: removing server-1 leaves server-2 and the dead server-3.
     reason = member_removal(SERVERS, ["server-1", "server-2"], ["server-1"])
     assert reason == "without server-1, 2 etcd members remain and need 2 Ready, but only 1 are (server-2): the API would stop"
+
+
+def test_the_init_server_cannot_leave_while_servers_stay():
+    """server_api's host gets cluster-init: added back by cluster.yml it would start a new cluster."""
+    api = "https://192.168.1.1:6443"
+    refusal = init_server_refusal(reset_scope(["server-1"], SERVERS, AGENTS), "server-1", api)
+    assert refusal.startswith(f"server-1 is the host of server_api {api}, the server the cluster was initialised on")
+    assert refusal.endswith("in the profile, apply it with playbooks/cluster.yml, then reset server-1")
+    assert init_server_refusal(reset_scope(["server-2", "agent-1"], SERVERS, AGENTS), "server-1", api) == ""
+    assert init_server_refusal(reset_scope([*SERVERS, *AGENTS], SERVERS, AGENTS), "server-1", api) == "", "a whole-cluster reset is confirmed by name instead"
+    assert init_server_refusal(reset_scope(["server-1"], SERVERS, AGENTS), "", api) == "", "server_api behind a VIP: no init server"
 
 
 def test_removing_two_of_three_one_at_a_time():
