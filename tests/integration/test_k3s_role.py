@@ -332,26 +332,13 @@ def test_argument_specs_cover_defaults_and_hide_the_token():
             assert spec["default"] == defaults[name], name
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="token.yml sets root ownership, which needs root")
-def test_token_is_generated_once_0600_and_never_printed(tmp_path):
-    """token.yml against this machine, writing only below tmp_path, at the highest verbosity."""
-    token_file = tmp_path / "rancher" / "token"
-    agent_token_file = tmp_path / "rancher" / "agent-token"
+def token_run(tmp_path, token_file, agent_token_file, role="server", init="localhost"):
+    """The argv of ansible-playbook running the role's token.yml against this machine, writing
+    only the given files (below tmp_path)."""
     playbook = tmp_path / "token.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Token only",
-                    "hosts": "localhost",
-                    "connection": "local",
-                    "gather_facts": False,
-                    "tasks": [{"name": "Token", "ansible.builtin.include_role": {"name": "n3x.cluster.k3s", "tasks_from": "token.yml"}}],
-                }
-            ]
-        )
-    )
-    args = [
+    task = {"name": "Token", "ansible.builtin.include_role": {"name": "n3x.cluster.k3s", "tasks_from": "token.yml"}}
+    playbook.write_text(yaml.safe_dump([{"name": "Token only", "hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [task]}]))
+    return [
         "ansible-playbook",
         "-vvv",
         str(playbook),
@@ -362,10 +349,18 @@ def test_token_is_generated_once_0600_and_never_printed(tmp_path):
         "-e",
         f"k3s_bootstrapped_token_file={tmp_path / 'server-token'}",
         "-e",
-        "k3s_init_node=localhost",
+        f"k3s_init_node={init}",
         "-e",
-        '{"k3s_node": {"k3s_role": "server"}}',
+        json.dumps({"k3s_node": {"k3s_role": role}}),
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="token.yml sets root ownership, which needs root")
+def test_token_is_generated_once_0600_and_never_printed(tmp_path):
+    """token.yml against this machine, writing only below tmp_path, at the highest verbosity."""
+    token_file = tmp_path / "rancher" / "token"
+    agent_token_file = tmp_path / "rancher" / "agent-token"
+    args = token_run(tmp_path, token_file, agent_token_file)
     first = run(args)
     assert first.returncode == 0, first.stdout + first.stderr
     token, agent_token = token_file.read_text(), agent_token_file.read_text()
@@ -402,47 +397,34 @@ def test_token_is_generated_once_0600_and_never_printed(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="token.yml sets root ownership, which needs root")
+def test_a_bootstrapped_server_without_its_token_files_gets_none_generated(tmp_path):
+    """The init server's cluster ran (server/token) but /etc/rancher/k3s lost its tokens: a new random
+    token would be refused as the wrong one and a new agent token would not be the cluster's, so
+    nothing is generated or written, and the run says which token to give."""
+    (tmp_path / "server-token").write_text(f"K10{'a' * 64}::server:the-clusters-own-token\n")
+    token_file, agent_token_file = tmp_path / "rancher" / "token", tmp_path / "rancher" / "agent-token"
+    args = token_run(tmp_path, token_file, agent_token_file)
+    result = run(args)
+    assert result.returncode != 0
+    assert f"this server's cluster was bootstrapped ({tmp_path / 'server-token'}), but localhost has no {token_file}" in flat(result)
+    assert not token_file.exists()
+    assert not agent_token_file.exists()
+    given = run([*args, "-e", "k3s_token=the-clusters-own-token", "-e", "k3s_agent_token=the-clusters-agent-token"])
+    assert given.returncode == 0, given.stdout
+    assert (token_file.read_text(), agent_token_file.read_text()) == ("the-clusters-own-token", "the-clusters-agent-token")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="token.yml sets root ownership, which needs root")
 def test_an_agent_holds_only_the_agent_token(tmp_path):
     """token.yml for an agent: the agent token in its own 0600 file, the server token removed."""
     (tmp_path / "rancher").mkdir()
     server_token = tmp_path / "rancher" / "token"
     server_token.write_text("left-by-an-older-layout")
-    playbook = tmp_path / "token.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Token only",
-                    "hosts": "localhost",
-                    "connection": "local",
-                    "gather_facts": False,
-                    "tasks": [{"name": "Token", "ansible.builtin.include_role": {"name": "n3x.cluster.k3s", "tasks_from": "token.yml"}}],
-                }
-            ]
-        )
-    )
-    result = run(
-        [
-            "ansible-playbook",
-            "-vvv",
-            str(playbook),
-            "-e",
-            f"k3s_token_file={server_token}",
-            "-e",
-            f"k3s_agent_token_file={tmp_path / 'rancher' / 'agent-token'}",
-            "-e",
-            "k3s_init_node=",
-            "-e",
-            "k3s_token=server-secret-0123456789",
-            "-e",
-            "k3s_agent_token=agent-secret-0123456789",
-            "-e",
-            '{"k3s_node": {"k3s_role": "agent"}}',
-        ]
-    )
+    agent_token = tmp_path / "rancher" / "agent-token"
+    args = token_run(tmp_path, server_token, agent_token, role="agent", init="")
+    result = run([*args, "-e", "k3s_token=server-secret-0123456789", "-e", "k3s_agent_token=agent-secret-0123456789"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert not server_token.exists()
-    agent_token = tmp_path / "rancher" / "agent-token"
     assert agent_token.read_text() == "agent-secret-0123456789"
     assert oct(agent_token.stat().st_mode & 0o777) == "0o600"
     for secret in ("server-secret-0123456789", "agent-secret-0123456789"):
