@@ -6,6 +6,7 @@ attempt and fails, and the tests assert it was never called. The artifacts check
 are small test files; nothing here is, or pretends to be, k3s.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -412,6 +413,30 @@ def test_a_bootstrapped_server_without_its_token_files_gets_none_generated(tmp_p
     given = run([*args, "-e", "k3s_token=the-clusters-own-token", "-e", "k3s_agent_token=the-clusters-agent-token"])
     assert given.returncode == 0, given.stdout
     assert (token_file.read_text(), agent_token_file.read_text()) == ("the-clusters-own-token", "the-clusters-agent-token")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.yml sets root ownership, which needs root")
+def test_install_in_check_mode_on_a_fresh_node_writes_nothing_and_fails_nowhere(tmp_path):
+    """install.yml with --check where no k3s is installed yet (a first cluster.yml --check): the
+    links to k3s are reported, not refused for naming a k3s that is not there yet."""
+    binary = tmp_path / "k3s-test-binary"
+    binary.write_bytes(b"test binary, not k3s\n")
+    task = {"name": "Install", "ansible.builtin.include_role": {"name": "n3x.cluster.k3s", "tasks_from": "install.yml"}}
+    playbook = tmp_path / "install.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Install only", "hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [task]}]))
+    node = tmp_path / "node"
+    source = {"binary": str(binary), "binary_sha256": hashlib.sha256(binary.read_bytes()).hexdigest(), "images": None}
+    variables = {
+        "k3s_source": source,
+        "k3s_install_dir": str(node / "lib"),
+        "k3s_bin": str(node / "bin" / "k3s"),
+        "k3s_linked_commands": ["n3x-no-such-command-kubectl"],
+        "k3s_state": "prepared",  # the restart handler needs a unit; install.yml alone is tested here
+    }
+    result = run(["ansible-playbook", "--check", str(playbook), "-e", json.dumps(variables)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "n3x-no-such-command-kubectl" in result.stdout
+    assert not node.exists(), "check mode wrote to the node"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="token.yml sets root ownership, which needs root")
