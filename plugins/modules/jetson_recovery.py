@@ -21,6 +21,8 @@ description:
   - With O(bsp_dir) and O(board_config), the module family comes from the common file the
     board config sources (C(p3767.conf.common) Orin NX/Nano, C(p3701.conf.common) AGX Orin) and
     a board of another family is refused.
+  - With O(storage) too, a (family, storage) pair the flash table of M(n3x.cluster.jetson_flash)
+    refuses is refused here at once.
   - Fails with a message naming what it found when no board is in recovery mode, when the
     board found is the wrong module, when O(storage) is C(sd) and the module has no microSD slot,
     or when more than one fits and no O(usb_path) says which. With O(required=false) it returns
@@ -127,7 +129,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson import device_lister, find_boards
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import BspError, module_family
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import BspError, flash_method, module_family
 
 
 def main():
@@ -148,6 +150,8 @@ def main():
     if p["board_config"]:
         try:
             family = module_family(p["bsp_dir"], p["board_config"])
+            if p["storage"]:
+                flash_method(family, p["storage"])  # a pair the table refuses is refused here too, before any wait
         except BspError as exc:
             module.fail_json(msg=str(exc), changed=False)
     result = find_boards(device_lister(module, p["sysfs_root"]), family, p["usb_path"], p["required"], os.uname().nodename, p["storage"])

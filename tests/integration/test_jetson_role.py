@@ -128,6 +128,15 @@ def test_an_unknown_board_config_fails_at_once_without_polling(tmp_path):
     assert not marker.exists()
 
 
+def test_a_storage_the_table_refuses_fails_before_any_wait(tmp_path):
+    result, marker, _bsp = flash_play(tmp_path, {"1-2": "7023"}, {"jetson_flash_board_config": "jetson-agx-orin-devkit", "jetson_flash_storage": "sd"})
+    out = flat(result)
+    assert result.returncode != 0
+    assert "Jetson AGX Orin has no sd flash method in the Quick Start" in out
+    assert "attempts: 1 " in out  # refused on the first look, not polled
+    assert not marker.exists()
+
+
 def test_the_wrong_module_is_never_flashed(tmp_path):
     result, marker, _bsp = flash_play(tmp_path, {"1-2": "7023"})
     out = flat(result)
