@@ -35,10 +35,11 @@ description:
     customisation, runs that script (C(-u USER -n HOST --accept-license), no password on any
     command line), locks the password, installs only O(ssh_public_keys), a NOPASSWD sudoers
     drop-in, an sshd drop-in with C(PasswordAuthentication no) and a new ed25519 host key of
-    the board's own, returned as RV(host_key) for the controller's known_hosts. After the
-    flash, whatever its outcome, the rootfs is put back in its clean state, so the board's
-    private host key does not stay in C(rootfs/) (the image files NVIDIA's script built still
-    hold it: keep the BSP directory readable by root only)."
+    the board's own, returned as RV(host_key) for the controller's known_hosts. Once the image
+    is customised, every way out (the flash, a failed step, a refusal) puts the rootfs back in
+    its clean state before the result is reported, so the board's private host key does not
+    stay in C(rootfs/) (the image files NVIDIA's script built still hold it: keep the BSP
+    directory readable by root only)."
   - "With O(data_partition), flashes a layout derived from the BSP's
     C(flash_l4t_t234_nvme.xml): APP fixed at O(app_size) (C(-S)) and a C(longhorn) partition
     taking the rest of the disk."
@@ -257,6 +258,22 @@ GIB = 1024**3
 NO_FLASH_DONE = "Put device in recovery mode, run with option --flash-only to flash device."
 
 
+def plan_for(p):
+    """The BSP plan for the module's parameters (BspError on a refusal)."""
+    massflash = p["massflash"]
+    return plan(
+        p["bsp_dir"],
+        p["board_config"],
+        p["storage"],
+        p["expected_release"],
+        p["data_partition"],
+        p["app_size"],
+        None if massflash else (p["usb_path"] or None),
+        len(p["batch"]) if massflash else None,
+        "no-flash" if massflash else None,
+    )
+
+
 def preflight(module, p):
     """(plan, problems, warnings) before any board or file is touched."""
     problems, warnings = [], []
@@ -264,17 +281,7 @@ def preflight(module, p):
         problems.append(f"not root (uid {os.geteuid()}): NVIDIA's flash scripts need root; run with become: true")
     batch = p["batch"] if p["massflash"] else []
     try:
-        found = plan(
-            p["bsp_dir"],
-            p["board_config"],
-            p["storage"],
-            p["expected_release"],
-            p["data_partition"],
-            p["app_size"],
-            None if p["massflash"] else (p["usb_path"] or None),
-            len(batch) if p["massflash"] else None,
-            "no-flash" if p["massflash"] else None,
-        )
+        found = plan_for(p)
     except BspError as exc:
         return None, [*problems, str(exc)], warnings
     problems += found.problems
@@ -322,100 +329,111 @@ def run_logged(module, argv, p, name):
         return rc, timed_out, log.read(), log_path
 
 
-def flash_then_clean(module, argv, p, name):
-    """Flash, then put the rootfs back in its clean state: the board's private host key and user
-    do not stay in the BSP on the flashing machine (the image files NVIDIA's script built do)."""
+class Stop(Exception):
+    """Ends the run: a refusal or a failed step, with the result fields to report."""
+
+    def __init__(self, msg, **fields):
+        super().__init__(msg)
+        self.fields = fields
+
+
+def put_back(module, bsp_dir):
+    """The rootfs back in its clean state: the board's private host key and user do not stay in
+    the BSP on the flashing machine (the image files NVIDIA's script built from it do)."""
     try:
-        return run_logged(module, argv, p, name)
+        restore(bsp_dir)
+    except (ImageError, OSError) as exc:
+        module.warn(f"could not put {bsp_dir}/rootfs back in its clean state: {exc}")
+
+
+def run(module, p, found):
+    """(failed, result) of everything after the preflight. Once the rootfs was touched it is put
+    back in its clean state on every way out (a refusal, a failed image build or layout, a board
+    gone before the flash, the flash itself), before anything is reported."""
+    result = {"changed": False, "flashed": False, "release": found.release, "family": found.family.name}
+    try:
+        flash(module, p, found, result)
+    except Stop as stop:
+        result.update(stop.fields, msg=str(stop))
+        return True, result
     finally:
+        if result.get("changed"):
+            put_back(module, p["bsp_dir"])
+    return not (result["flashed"] or module.check_mode), result
+
+
+def flash(module, p, found, result):
+    """Find the board(s), customise the image, flash; fills ``result``, raises Stop on a refusal."""
+    list_devices = device_lister(module, p["sysfs_root"])
+    host = os.uname().nodename
+    sole = found.method.tool == FLASH_SH or not honours_usb_instance(p["bsp_dir"])
+    paths = [str(b.get("usb_path") or "") for b in p["batch"]]
+
+    def check_boards(when=""):
+        boards, others = detect_boards(list_devices()[0])
         try:
-            restore(p["bsp_dir"])
-        except (ImageError, OSError) as exc:
-            module.warn(f"could not put {p['bsp_dir']}/rootfs back in its clean state: {exc}")
+            if p["massflash"]:
+                return select_batch(boards, found.family, paths, len(paths), host)
+            return select_board(boards, found.family, p["usb_path"], others, host, p["storage"], sole)
+        except JetsonError as exc:
+            raise Stop(f"{exc}{when}", boards=boards) from None
+
+    selected = check_boards()
+    if not p["massflash"]:
+        result["board"] = selected
+    argv = found.argv
+    result.update(argv=argv, command=shlex.join(argv))
+    if module.check_mode:
+        result.update(changed=True, msg=f"check mode: would run {result['command']} in {p['bsp_dir']}; nothing was flashed")
+        return
+
+    def run_command(argv, cwd=None):
+        return module.run_command(argv, cwd=cwd)
+
+    result["changed"] = True  # from here on the BSP's rootfs holds this board's image, or part of it
+    try:
+        result["host_key"] = customise(p["bsp_dir"], p["default_user"], p["hostname"], p["ssh_public_keys"], run_command)
+        if p["data_partition"]:
+            result["layout"] = write_layout(p["bsp_dir"])
+    except (ImageError, BspError, OSError) as exc:
+        raise Stop(f"{exc}; nothing was flashed") from None
+    if p["massflash"]:
+        massflash(module, p, found, result, check_boards, paths)
+        return
+    check_boards(" (checked again right before flashing); nothing was flashed")  # never the wrong board
+    rc, timed_out, output, log_path = run_logged(module, argv, p, p["hostname"])
+    verdict = flash_result(rc, output, argv, timed_out)
+    result.update(rc=rc, log_path=log_path, flashed=verdict["flashed"], msg=f"{verdict['msg']} (log: {log_path})")
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
-    result = {"changed": False, "flashed": False}
     found, problems, warnings = preflight(module, p)
     for warning in warnings:
         module.warn(warning)
     if problems:
-        module.fail_json(msg="refusing to flash:\n" + "\n".join(problems), problems=problems, **result)
-    result.update(release=found.release, family=found.family.name)
-    list_devices = device_lister(module, p["sysfs_root"])
-    host = os.uname().nodename
-    sole = found.method.tool == FLASH_SH or not honours_usb_instance(p["bsp_dir"])
-
-    def current_boards():
-        boards, _others = detect_boards(list_devices()[0])
-        return boards, _others
-
-    boards = []
-    try:
-        boards, others = current_boards()
-        if p["massflash"]:
-            paths = [str(b.get("usb_path") or "") for b in p["batch"]]
-            select_batch(boards, found.family, paths, len(paths), host)
-        else:
-            result["board"] = select_board(boards, found.family, p["usb_path"], others, host, p["storage"], sole)
-    except JetsonError as exc:
-        module.fail_json(msg=str(exc), boards=boards, **result)
-    argv = found.argv
-    result.update(argv=argv, command=shlex.join(argv))
-    if module.check_mode:
-        result.update(changed=True, msg=f"check mode: would run {result['command']} in {p['bsp_dir']}; nothing was flashed")
-        module.exit_json(**result)
-
-    def run(argv, cwd=None):
-        return module.run_command(argv, cwd=cwd)
-
-    try:
-        result["host_key"] = customise(p["bsp_dir"], p["default_user"], p["hostname"], p["ssh_public_keys"], run)
-        if p["data_partition"]:
-            result["layout"] = write_layout(p["bsp_dir"])
-    except (ImageError, BspError, OSError) as exc:
-        module.fail_json(msg=f"{exc}; nothing was flashed", **result)
-    result["changed"] = True  # the BSP's rootfs now holds this board's image
-
-    if p["massflash"]:
-        massflash(module, p, found, result, current_boards, host)
-    try:  # never the wrong board: the one at usb_path must still be the right one, alone if need be
-        boards, others = current_boards()
-        select_board(boards, found.family, p["usb_path"], others, host, p["storage"], sole)
-    except JetsonError as exc:
-        module.fail_json(msg=f"{exc} (checked again right before flashing); nothing was flashed", **result)
-    rc, timed_out, output, log_path = flash_then_clean(module, argv, p, p["hostname"])
-    verdict = flash_result(rc, output, argv, timed_out)
-    result.update(rc=rc, log_path=log_path, flashed=verdict["flashed"], msg=f"{verdict['msg']} (log: {log_path})")
-    if not verdict["flashed"]:
+        module.fail_json(msg="refusing to flash:\n" + "\n".join(problems), problems=problems, changed=False, flashed=False)
+    failed, result = run(module, p, found)
+    if failed:
         module.fail_json(**result)
     module.exit_json(**result)
 
 
-def massflash(module, p, found, result, current_boards, host):
+def massflash(module, p, found, result, check_boards, paths):
     """--no-flash --massflash N builds the images; --flash-only --massflash N flashes the batch."""
     names = [str(b.get("name") or "") for b in p["batch"]]
-    paths = [str(b.get("usb_path") or "") for b in p["batch"]]
     rc, timed_out, output, log_path = run_logged(module, found.argv, p, f"{p['hostname']}-images")
     if rc != 0 or timed_out or not any(line.strip() == NO_FLASH_DONE for line in output.splitlines()):
-        module.fail_json(msg=f"building the massflash images failed (exit {rc}); no board was flashed (log: {log_path})", rc=rc, log_path=log_path, **result)
+        raise Stop(f"building the massflash images failed (exit {rc}); no board was flashed (log: {log_path})", rc=rc, log_path=log_path)
     flash_argv = ["--flash-only" if arg == "--no-flash" else arg for arg in found.argv]
-    try:
-        boards, _others = current_boards()
-        select_batch(boards, found.family, paths, len(paths), host)
-    except JetsonError as exc:
-        module.fail_json(msg=f"{exc} (checked again right before flashing); no board was flashed", **result)
-    rc, timed_out, output, log_path = flash_then_clean(module, flash_argv, p, p["hostname"])
+    check_boards(" (checked again right before flashing); no board was flashed")
+    rc, timed_out, output, log_path = run_logged(module, flash_argv, p, p["hostname"])
     per_path = massflash_results(-1 if timed_out else rc, output, p["bsp_dir"], paths)
     boards = {name: {**per_path[path], "usb_path": path} for name, path in zip(names, paths, strict=True)}
     flashed = all(b["flashed"] for b in boards.values())
     result.update(argv=flash_argv, command=shlex.join(flash_argv), rc=rc, log_path=log_path, boards=boards, flashed=flashed)
     result["msg"] = "; ".join(f"{name}: {'flashed' if b['flashed'] else 'NOT flashed'} ({b['msg']})" for name, b in boards.items())
-    if not flashed:
-        module.fail_json(**result)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":
