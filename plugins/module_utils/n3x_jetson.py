@@ -172,8 +172,9 @@ def select_board(boards, family=None, usb_path=None, others=(), host="this machi
     return candidates[0]
 
 
-def select_batch(boards, family, usb_paths, limit, host="this machine"):
-    """Massflash: the boards in recovery mode must be exactly the batch, all of the family."""
+def select_batch(boards, family, usb_paths, limit, host="this machine", sku=None):
+    """Massflash: the boards in recovery mode must be exactly the batch, all of the family and,
+    where the family says which recovery ids a SKU shows, of the SKU the images are built for."""
     found = {b.get("usb_path") for b in boards}
     wanted = set(usb_paths)
     if None in found:
@@ -193,6 +194,13 @@ def select_batch(boards, family, usb_paths, limit, host="this machine"):
     wrong = [b for b in boards if b["family"] != family.name]
     if wrong:
         raise JetsonError(f"wrong module: found {', '.join(describe(b) for b in wrong)}, but the board config is for {family.module}; refusing to flash")
+    ids = family.sku_ids.get(sku) if sku else None
+    wrong = [b for b in boards if ids and b["product"] not in ids]
+    if wrong:
+        raise JetsonError(
+            f"wrong module: found {', '.join(describe(b) for b in wrong)}, but the batch's images are built for BOARDSKU {sku} "
+            f"(recovery id {', '.join(ids)}); refusing to flash"
+        )
     return sorted(boards, key=lambda b: b["usb_path"])
 
 

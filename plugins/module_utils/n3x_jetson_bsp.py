@@ -50,6 +50,9 @@ class Family:
     recovery_ids: tuple
     sd_ids: tuple
     model_pattern: str
+    board_id: str = ""
+    # BOARDSKU -> the recovery ids a module of that SKU shows (empty: not checked).
+    sku_ids: dict = field(default_factory=dict)
 
 
 # Which common file a board config sources decides the module (p3768-0000-p3767-0000-a0.conf
@@ -58,9 +61,23 @@ class Family:
 # (Seeed-Studio/Linux_for_Tegra, R35.6.1): 7023 AGX Orin, 7223 AGX Orin 32GB, 7323 Orin NX 16GB
 # (p3767-0000), 7423 Orin NX 8GB (p3767-0001), 7523 Orin Nano 8GB (p3767-0003; the devkit's
 # p3767-0005 module, the one with the microSD slot, shows the same id), 7623 Orin Nano 4GB.
+# BOARDID and BOARDSKU: the environment variables table at the end of
+# tools/kernel_flash/README_initrd_flash.txt (R36.2, johnnynunez/Linux_for_Tegra); the SKU of each
+# p3767 recovery id from fill_devpaths()' comments (p3767-0000 .. -0004), and 0005 (the devkit
+# module, "Nano 8GB" in that table) shows 7523 too. Which AGX Orin SKU shows 7023 or 7223 is in
+# neither file, so AGX Orin SKUs are not matched against the boards.
 FAMILIES = {
-    "p3767": Family("p3767", "Jetson Orin NX/Nano", "p3767.conf.common", ("7323", "7423", "7523", "7623"), ("7523",), r"Orin (Nano|NX)"),
-    "p3701": Family("p3701", "Jetson AGX Orin", "p3701.conf.common", ("7023", "7223"), (), r"AGX Orin"),
+    "p3767": Family(
+        "p3767",
+        "Jetson Orin NX/Nano",
+        "p3767.conf.common",
+        ("7323", "7423", "7523", "7623"),
+        ("7523",),
+        r"Orin (Nano|NX)",
+        "3767",
+        {"0000": ("7323",), "0001": ("7423",), "0003": ("7523",), "0004": ("7623",), "0005": ("7523",)},
+    ),
+    "p3701": Family("p3701", "Jetson AGX Orin", "p3701.conf.common", ("7023", "7223"), (), r"AGX Orin", "3701"),
 }
 
 
@@ -250,6 +267,39 @@ def command_files(method, layout=None):
     if method.qspi:
         files.append(T234_QSPI_LAYOUT)
     return files
+
+
+# Offline image builds (README_initrd_flash.txt, Workflow 2 "Without device connected (offline
+# mode)" and Workflow 7, whose massflash example uses it): the board's identity comes from these
+# variables instead of the EEPROM of a board in recovery mode.
+_IDENTITY = {
+    "BOARDID": re.compile(r"[0-9]{4}"),
+    "BOARDSKU": re.compile(r"[0-9]{4}"),
+    "FAB": re.compile(r"[0-9A-Z]{3}"),
+    "BOARDREV": re.compile(r"([A-Z]\.[0-9])?"),
+}
+
+
+def board_identity(identity, family):
+    """The environment of an offline image build for ``family``, or BspError naming the field."""
+    if not isinstance(identity, dict):
+        raise BspError(f"board identity {identity!r} is not a mapping of BOARDID, BOARDSKU, FAB and BOARDREV")
+    unknown = sorted(str(k) for k in identity if k not in _IDENTITY)
+    if unknown:
+        raise BspError(f"board identity: unknown key(s) {', '.join(unknown)}; the offline build reads {', '.join(_IDENTITY)}")
+    env = {}
+    for key, pattern in _IDENTITY.items():
+        value = identity.get(key)
+        value = "" if value is None else str(value)
+        if not pattern.fullmatch(value) or (key != "BOARDREV" and not value):
+            raise BspError(f"board identity: {key} {value!r} is not a value of the table at the end of tools/kernel_flash/README_initrd_flash.txt")
+        if value:
+            env[key] = value
+    if env["BOARDID"] != family.board_id:
+        raise BspError(f"board identity: BOARDID {env['BOARDID']} is not {family.board_id}, the {family.module} the board config is for")
+    if family.sku_ids and env["BOARDSKU"] not in family.sku_ids:
+        raise BspError(f"board identity: BOARDSKU {env['BOARDSKU']} is not a {family.module} SKU ({', '.join(family.sku_ids)})")
+    return env
 
 
 def honours_usb_instance(bsp_dir):

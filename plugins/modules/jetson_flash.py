@@ -51,8 +51,9 @@ description:
     from C(flash.sh)); with O(massflash), only when the run exited 0 and that board's own log
     under C(initrdlog/) holds the success line.
   - "O(massflash): NVIDIA's mass-flash flow for identical boards: one image (host name
-    O(hostname), one host key for the batch), C(--no-flash --massflash N), then, once exactly
-    the boards of O(batch) are in recovery mode, C(--flash-only --massflash N)."
+    O(hostname), one host key for the batch), C(--no-flash --massflash N) built offline from
+    O(board_identity), then, once exactly the boards of O(batch) are in recovery mode,
+    C(--flash-only --massflash N)."
   - In check mode runs the preflight and the board detection and returns the command.
 options:
   bsp_dir:
@@ -108,6 +109,17 @@ options:
     type: list
     elements: dict
     default: []
+  board_identity:
+    description:
+      - "With O(massflash), the boards' C(BOARDID), C(BOARDSKU), C(FAB) and C(BOARDREV), from the table
+        at the end of C(tools/kernel_flash/README_initrd_flash.txt) (an Orin Nano devkit:
+        C({BOARDID: '3767', BOARDSKU: '0005', FAB: '300'})). The batch's images are built offline
+        with them (README Workflows 2 and 7): built online, the build reads the EEPROM of a board,
+        which must then be the only one in recovery mode and be put in recovery mode again."
+      - C(BOARDID) must be the board config's module; for Orin NX/Nano the boards' recovery ids must
+        be the SKU's (C(0000) 7323, C(0001) 7423, C(0003) and C(0005) 7523, C(0004) 7623).
+    type: dict
+    default: {}
   log_dir:
     description: Where the flash log is written.
     type: path
@@ -225,6 +237,7 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import 
     LONGHORN_LAYOUT,
     T234_NVME_LAYOUT,
     BspError,
+    board_identity,
     honours_usb_instance,
     host_problems,
     host_warnings,
@@ -249,6 +262,7 @@ ARGUMENT_SPEC = {
     "app_size": {"type": "str"},
     "massflash": {"type": "bool", "default": False},
     "batch": {"type": "list", "elements": "dict", "default": []},
+    "board_identity": {"type": "dict", "default": {}},
     "log_dir": {"type": "path", "default": "/var/log/n3x"},
     "timeout": {"type": "int", "default": 3600},
     "kill_grace": {"type": "int", "default": 30},
@@ -289,6 +303,15 @@ def preflight(module, p):
     warnings += host_warnings(found.release, read_os_release())
     if p["massflash"] and (not batch or found.method.tool == FLASH_SH):
         problems.append("massflash needs a batch of boards and an l4t_initrd_flash.sh row of the table")
+    if p["massflash"]:
+        try:
+            board_identity(p["board_identity"], found.family)
+        except BspError as exc:
+            problems.append(
+                f"{exc}: massflash builds the batch's images offline (README_initrd_flash.txt, Workflows 2 and 7), which needs "
+                "the boards' identity (jetson_flash_board_identity); online, the build reads one board, which must be the only one "
+                "in recovery mode and be put in recovery mode again afterwards"
+            )
     try:
         free = shutil.disk_usage(p["bsp_dir"]).free
     except OSError as exc:
@@ -316,13 +339,13 @@ def write_layout(bsp_dir):
     return target
 
 
-def run_logged(module, argv, p, name):
+def run_logged(module, argv, p, name, env=None):
     os.makedirs(p["log_dir"], mode=0o750, exist_ok=True)
     log_path = os.path.join(p["log_dir"], f"n3x-flash-{name}-{time.strftime('%Y%m%d-%H%M%S')}.log")
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"# cwd: {p['bsp_dir']}\n# command: {shlex.join(argv)}\n")
         log.flush()
-        rc, timed_out = run_in_process_group(argv, p["bsp_dir"], log, p["timeout"], p["kill_grace"])
+        rc, timed_out = run_in_process_group(argv, p["bsp_dir"], log, p["timeout"], p["kill_grace"], env=env)
         if timed_out:
             log.write(f"\n# n3x: stopped after {p['timeout']} s (SIGTERM to the process group, SIGKILL after {p['kill_grace']} s)\n")
     with open(log_path, encoding="utf-8", errors="replace") as log:
@@ -373,7 +396,7 @@ def flash(module, p, found, result):
         boards, others = detect_boards(list_devices()[0])
         try:
             if p["massflash"]:
-                return select_batch(boards, found.family, paths, len(paths), host)
+                return select_batch(boards, found.family, paths, len(paths), host, (p["board_identity"] or {}).get("BOARDSKU"))
             return select_board(boards, found.family, p["usb_path"], others, host, p["storage"], sole)
         except JetsonError as exc:
             raise Stop(f"{exc}{when}", boards=boards) from None
@@ -423,7 +446,11 @@ def main():
 def massflash(module, p, found, result, check_boards, paths):
     """--no-flash --massflash N builds the images; --flash-only --massflash N flashes the batch."""
     names = [str(b.get("name") or "") for b in p["batch"]]
-    rc, timed_out, output, log_path = run_logged(module, found.argv, p, f"{p['hostname']}-images")
+    try:
+        offline = board_identity(p["board_identity"], found.family)
+    except BspError as exc:
+        raise Stop(f"{exc}; no board was flashed") from None
+    rc, timed_out, output, log_path = run_logged(module, found.argv, p, f"{p['hostname']}-images", {**os.environ, **offline})
     if rc != 0 or timed_out or not any(line.strip() == NO_FLASH_DONE for line in output.splitlines()):
         raise Stop(f"building the massflash images failed (exit {rc}); no board was flashed (log: {log_path})", rc=rc, log_path=log_path)
     flash_argv = ["--flash-only" if arg == "--no-flash" else arg for arg in found.argv]

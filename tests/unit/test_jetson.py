@@ -163,6 +163,13 @@ def test_the_batch_must_be_exactly_the_boards_in_recovery(two_in_recovery):
         j.select_batch(two_in_recovery, ORIN, ["1-2", "1-2"], 2)
 
 
+def test_the_batch_must_be_of_the_sku_its_images_are_built_for(two_in_recovery):
+    assert len(j.select_batch(two_in_recovery, ORIN, ["1-2", "3-1.4"], 2, sku="0003")) == 2
+    assert len(j.select_batch(two_in_recovery, ORIN, ["1-2", "3-1.4"], 2, sku="0005")) == 2  # the devkit module shows 7523 too
+    with pytest.raises(j.JetsonError, match=r"^wrong module: found Jetson Orin Nano 8GB .* built for BOARDSKU 0000 \(recovery id 7323\)"):
+        j.select_batch(two_in_recovery, ORIN, ["1-2", "3-1.4"], 2, sku="0000")
+
+
 def test_massflash_needs_sysfs_paths():
     boards, _ = boards_of(LSUSB_TWO)
     with pytest.raises(j.JetsonError, match="only through lsusb"):

@@ -368,3 +368,31 @@ def test_os_release_parsing(tmp_path):
     path.write_text('PRETTY_NAME="Ubuntu 22.04.5 LTS"\nID=ubuntu\nVERSION_ID="22.04"\n')
     assert b.read_os_release(str(path)) == {"PRETTY_NAME": "Ubuntu 22.04.5 LTS", "ID": "ubuntu", "VERSION_ID": "22.04"}
     assert b.read_os_release(str(tmp_path / "absent")) == {}
+
+
+# --- the board identity of an offline (massflash) image build --------------------------------------
+
+
+def test_board_identity_from_the_readme_table():
+    """Rows of the environment variables table at the end of README_initrd_flash.txt (R36.2)."""
+    orin, agx = b.FAMILIES["p3767"], b.FAMILIES["p3701"]
+    assert b.board_identity({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300"}, orin) == {"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300"}
+    assert b.board_identity({"BOARDID": "3701", "BOARDSKU": "0000", "FAB": "TS4", "BOARDREV": "A.0"}, agx)["BOARDREV"] == "A.0"
+
+
+@pytest.mark.parametrize(
+    ("identity", "family", "message"),
+    [
+        ({"BOARDID": "3701", "BOARDSKU": "0005", "FAB": "300"}, "p3767", "BOARDID 3701 is not 3767, the Jetson Orin NX/Nano the board config is for"),
+        ({"BOARDID": "3767", "BOARDSKU": "0002", "FAB": "300"}, "p3767", r"BOARDSKU 0002 is not a Jetson Orin NX/Nano SKU \(0000, 0001, 0003, 0004, 0005\)"),
+        ({"BOARDID": "3767", "BOARDSKU": "0005"}, "p3767", "FAB '' is not a value of the table"),
+        ({"BOARDID": "3767", "BOARDSKU": "5", "FAB": "300"}, "p3767", "BOARDSKU '5' is not a value of the table"),
+        ({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300", "BOARDREV": "A.0; reboot"}, "p3767", "BOARDREV 'A.0; reboot' is not a value"),
+        ({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300", "ROOTFS_AB": "1"}, "p3767", r"unknown key\(s\) ROOTFS_AB"),
+        ({}, "p3701", "BOARDID '' is not a value of the table"),
+        ("3767", "p3767", "is not a mapping"),
+    ],
+)
+def test_board_identity_refusals(identity, family, message):
+    with pytest.raises(b.BspError, match=message):
+        b.board_identity(identity, b.FAMILIES[family])

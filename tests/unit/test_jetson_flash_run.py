@@ -127,12 +127,48 @@ def test_a_failed_flash_is_not_flashed_and_the_rootfs_put_back(bsp, tmp_path):
     assert_clean(bsp)
 
 
+BATCH = [{"name": "jetson-1", "usb_path": "1-2"}, {"name": "jetson-2", "usb_path": "1-3"}]
+# An Orin Nano devkit's row of the table at the end of README_initrd_flash.txt.
+NANO_DEVKIT = {"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300"}
+
+
 def test_a_failed_massflash_image_build_puts_the_rootfs_back(bsp, tmp_path):
-    batch = [{"name": "jetson-1", "usb_path": "1-2"}, {"name": "jetson-2", "usb_path": "1-3"}]
-    p = params(bsp, tmp_path, sysfs_with(tmp_path, ["1-2", "1-3"]), massflash=True, batch=batch, usb_path=None)
+    p = params(bsp, tmp_path, sysfs_with(tmp_path, ["1-2", "1-3"]), massflash=True, batch=BATCH, usb_path=None, board_identity=NANO_DEVKIT)
     failed, result = run_flash(p)
     assert failed
     assert result["msg"].startswith("building the massflash images failed (exit 1); no board was flashed")
     assert_clean(bsp)
     assert "--no-flash --massflash 2" in scripts_ran(tmp_path)
     assert "--flash-only" not in scripts_ran(tmp_path)
+
+
+def test_the_massflash_images_are_built_offline_from_the_board_identity(bsp, tmp_path):
+    """Workflow 7 of README_initrd_flash.txt builds the images with BOARDID, BOARDSKU, FAB and
+    BOARDREV in the environment, touching no board; online, the build would read one of the
+    boards in recovery mode, which must be alone and be put in recovery mode again after."""
+    script = bsp / "tools/kernel_flash/l4t_initrd_flash.sh"
+    script.write_text(f'#!/bin/sh\necho "BOARDID=$BOARDID BOARDSKU=$BOARDSKU FAB=$FAB BOARDREV=$BOARDREV $*" >> {tmp_path}/scripts-ran\nexit 1\n')
+    p = params(bsp, tmp_path, sysfs_with(tmp_path, ["1-2", "1-3"]), massflash=True, batch=BATCH, usb_path=None, board_identity=NANO_DEVKIT)
+    run_flash(p)
+    assert scripts_ran(tmp_path).startswith("BOARDID=3767 BOARDSKU=0005 FAB=300 BOARDREV= --no-flash --massflash 2 ")
+
+
+def test_massflash_without_the_board_identity_is_refused_before_any_change(bsp, tmp_path):
+    p = params(bsp, tmp_path, sysfs_with(tmp_path, ["1-2", "1-3"]), massflash=True, batch=BATCH, usb_path=None)
+    _found, problems, _warnings = jetson_flash.preflight(ModuleRecorder(), p)
+    assert any(
+        problem.startswith("board identity: BOARDID '' is not a value of the table at the end of tools/kernel_flash/README_initrd_flash.txt: ")
+        and "massflash builds the batch's images offline" in problem
+        for problem in problems
+    ), problems
+    assert not (bsp / ".n3x").exists()
+
+
+def test_a_batch_of_another_sku_than_its_images_is_never_flashed(bsp, tmp_path):
+    """Images built for BOARDSKU 0005 (Orin Nano 8GB, recovery id 7523) on Orin NX 16GB boards (7323)."""
+    p = params(bsp, tmp_path, sysfs_with(tmp_path, ["1-2", "1-3"], product="7323"), massflash=True, batch=BATCH, usb_path=None, board_identity=NANO_DEVKIT)
+    failed, result = run_flash(p)
+    assert failed
+    assert "but the batch's images are built for BOARDSKU 0005 (recovery id 7523); refusing to flash" in result["msg"]
+    assert not (bsp / ".n3x").exists()
+    assert scripts_ran(tmp_path) == ""
