@@ -16,6 +16,8 @@ import stat
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_lab import binfmt_enabled
+
 INITRD_FLASH = "tools/kernel_flash/l4t_initrd_flash.sh"
 FLASH_SH = "flash.sh"
 DEFAULT_USER_SCRIPT = "tools/l4t_create_default_user.sh"
@@ -391,12 +393,16 @@ HOST_TOOLS = {
 NETWORK_TOOLS = {"sshpass": "sshpass", "exportfs": "nfs-kernel-server", "showmount": "nfs-kernel-server"}
 # l4t_create_default_user.sh checks this exact path ("please install qemu-user-static package").
 QEMU_STATIC = "/usr/bin/qemu-aarch64-static"
+# ...and runs groupadd and useradd with `chroot` in the arm64 rootfs, which works on an x86-64
+# host only through binfmt_misc (tools/l4t_flash_prerequisites.sh installs binfmt-support and
+# qemu-user-static for it).
+BINFMT_ENTRY = "qemu-aarch64"
 # Host distributions NVIDIA supports for flashing JetPack 6 (R36): Ubuntu 20.04 and 22.04
 # (l4t_flash_prerequisites.sh branches on DISTRIB_RELEASE 2004/2204; SDK Manager's JetPack 6 host list).
 SUPPORTED_HOSTS = {36: ("20.04", "22.04")}
 
 
-def host_problems(method, machine, which, exists=os.path.exists):
+def host_problems(method, machine, which, exists=os.path.exists, binfmt=binfmt_enabled):
     """Refusals about the flashing host: its architecture and the tools the scripts call."""
     problems = []
     if machine not in ("x86_64", "amd64"):
@@ -415,6 +421,11 @@ def host_problems(method, machine, which, exists=os.path.exists):
         )
     if not exists(QEMU_STATIC):
         problems.append(f"{QEMU_STATIC} is missing: l4t_create_default_user.sh needs it (package qemu-user-static)")
+    if not binfmt(BINFMT_ENTRY):
+        problems.append(
+            f"binfmt_misc has no enabled {BINFMT_ENTRY} entry: l4t_create_default_user.sh runs useradd in a chroot of the arm64 "
+            "rootfs, which needs it (packages binfmt-support and qemu-user-static; then update-binfmts --enable)"
+        )
     return problems
 
 

@@ -36,6 +36,18 @@ ARCHES = {
     "arm64": {"qemu": "qemu-system-aarch64", "machine": "virt", "tcg_cpu": "cortex-a72", "console": "ttyAMA0"},
 }
 HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(os.uname().machine, os.uname().machine)
+BINFMT_DIR = "/proc/sys/fs/binfmt_misc"
+
+
+def binfmt_enabled(name, binfmt_dir=BINFMT_DIR):
+    """True when binfmt_misc has the entry ``name`` (qemu-aarch64, ...) and it is enabled: programs
+    of that architecture then run here, in a chroot too, through qemu-user-static."""
+    try:
+        with open(os.path.join(binfmt_dir, name), encoding="ascii", errors="replace") as handle:
+            return handle.readline().strip() == "enabled"
+    except OSError:
+        return False
+
 
 HOST_TOOLS = {
     QEMU: "qemu-system-x86",

@@ -27,7 +27,7 @@ import time
 import uuid
 import zlib
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_lab import HOST_ARCH
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_lab import HOST_ARCH, binfmt_enabled
 
 # Bump when the build procedure changes in a way that changes the image.
 IMAGE_FORMAT = 3
@@ -1052,12 +1052,7 @@ def check_foreign_arch(arch, binfmt_dir="/proc/sys/fs/binfmt_misc"):
     if arch == host_arch():
         return
     entry = os.path.join(binfmt_dir, BINFMT_NAMES.get(arch, "qemu-" + arch))
-    try:
-        with open(entry) as fh:
-            enabled = fh.readline().strip() == "enabled"
-    except OSError:
-        enabled = False
-    if not enabled:
+    if not binfmt_enabled(os.path.basename(entry), binfmt_dir):
         raise ImageError(
             f"building an {arch} image on this {host_arch()} host needs {os.path.basename(entry)} in binfmt_misc: "
             "apt-get install qemu-user-static binfmt-support, then (as root) "

@@ -103,7 +103,8 @@ def missing_host_tools():
     """What this machine lacks of the host tools the flash preflight checks (none on a prepared flashing host)."""
     tools = {**bsp_rules.HOST_TOOLS, **bsp_rules.NETWORK_TOOLS}
     missing = sorted(tool for tool in tools if not shutil.which(tool))
-    return missing + ([] if os.path.exists(bsp_rules.QEMU_STATIC) else ["qemu-aarch64-static"])
+    missing += [] if os.path.exists(bsp_rules.QEMU_STATIC) else ["qemu-aarch64-static"]
+    return missing + ([] if bsp_rules.binfmt_enabled(bsp_rules.BINFMT_ENTRY) else [f"no enabled {bsp_rules.BINFMT_ENTRY} entry"])
 
 
 def test_flash_waits_for_the_board_with_a_progress_line_then_refuses(tmp_path):

@@ -334,12 +334,29 @@ def everything(_tool):
 
 def test_host_preflight_passes_a_prepared_x86_host():
     row = b.FLASH_TABLE[("p3767", "nvme")]
-    assert b.host_problems(row, "x86_64", everything, exists=lambda _p: True) == []
+    assert b.host_problems(row, "x86_64", everything, exists=lambda _p: True, binfmt=lambda _name: True) == []
+
+
+def test_host_preflight_needs_the_arm64_binfmt_entry_for_the_default_user_chroot(tmp_path):
+    """tools/l4t_create_default_user.sh (R36.2) runs `chroot . groupadd` and `chroot . useradd` in
+    the arm64 rootfs; tools/l4t_flash_prerequisites.sh installs binfmt-support and qemu-user-static."""
+    row = b.FLASH_TABLE[("p3767", "nvme")]
+    (tmp_path / "qemu-aarch64").write_text("disabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    (tmp_path / "qemu-arm").write_text("enabled\n")
+    problems = b.host_problems(row, "x86_64", everything, exists=lambda _p: True, binfmt=lambda name: b.binfmt_enabled(name, str(tmp_path)))
+    assert problems == [
+        "binfmt_misc has no enabled qemu-aarch64 entry: l4t_create_default_user.sh runs useradd in a chroot of the arm64 rootfs, "
+        "which needs it (packages binfmt-support and qemu-user-static; then update-binfmts --enable)"
+    ]
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    assert b.host_problems(row, "x86_64", everything, exists=lambda _p: True, binfmt=lambda name: b.binfmt_enabled(name, str(tmp_path))) == []
 
 
 def test_host_preflight_refuses_arm_and_names_missing_tools_with_their_packages():
     row = b.FLASH_TABLE[("p3767", "nvme")]
-    problems = b.host_problems(row, "aarch64", lambda tool: None if tool in ("sshpass", "exportfs", "abootimg") else "/x", exists=lambda _p: False)
+    problems = b.host_problems(
+        row, "aarch64", lambda tool: None if tool in ("sshpass", "exportfs", "abootimg") else "/x", exists=lambda _p: False, binfmt=lambda _n: True
+    )
     assert problems[0].startswith("this host is aarch64: NVIDIA's flash tools (bootloader/tegrarcm_v2, tegraflash) are x86-64 programs")
     assert problems[1] == (
         "missing host tools: abootimg (package abootimg), exportfs (package nfs-kernel-server), sshpass (package sshpass): "
@@ -350,7 +367,12 @@ def test_host_preflight_refuses_arm_and_names_missing_tools_with_their_packages(
 
 def test_flash_sh_needs_no_nfs_server():
     row = b.FLASH_TABLE[("p3701", "emmc")]
-    assert b.host_problems(row, "x86_64", lambda tool: None if tool in ("sshpass", "exportfs", "showmount") else "/x", exists=lambda _p: True) == []
+    assert (
+        b.host_problems(
+            row, "x86_64", lambda tool: None if tool in ("sshpass", "exportfs", "showmount") else "/x", exists=lambda _p: True, binfmt=lambda _n: True
+        )
+        == []
+    )
 
 
 def test_host_distribution_warning_names_the_supported_ones():
