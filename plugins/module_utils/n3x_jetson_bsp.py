@@ -398,8 +398,19 @@ QEMU_STATIC = "/usr/bin/qemu-aarch64-static"
 # qemu-user-static for it).
 BINFMT_ENTRY = "qemu-aarch64"
 # Host distributions NVIDIA supports for flashing JetPack 6 (R36): Ubuntu 20.04 and 22.04
-# (l4t_flash_prerequisites.sh branches on DISTRIB_RELEASE 2004/2204; SDK Manager's JetPack 6 host list).
+# (SDK Manager's JetPack 6 host list; l4t_flash_prerequisites.sh of R36.2 only picks package names
+# by DISTRIB_RELEASE: python2 from 22.04 on, lz4 from 20.04 on).
 SUPPORTED_HOSTS = {36: ("20.04", "22.04")}
+
+
+def host_tools(storage):
+    """{command: package} on the flashing host for every flash table row of ``storage``: the
+    preflight checks them, and the jetson_flash role installs them (the prerequisites script)
+    when one is missing."""
+    tools = dict(HOST_TOOLS)
+    if any(row.tool == INITRD_FLASH for (_family, row_storage), row in FLASH_TABLE.items() if row_storage == storage):
+        tools.update(NETWORK_TOOLS)  # --network usb0: ssh to the initrd and an NFS export
+    return tools
 
 
 def host_problems(method, machine, which, exists=os.path.exists, binfmt=binfmt_enabled):
@@ -409,15 +420,12 @@ def host_problems(method, machine, which, exists=os.path.exists, binfmt=binfmt_e
         problems.append(
             f"this host is {machine}: NVIDIA's flash tools (bootloader/tegrarcm_v2, tegraflash) are x86-64 programs; flash from an x86-64 Ubuntu host"
         )
-    tools = dict(HOST_TOOLS)
-    if method.tool == INITRD_FLASH:
-        tools.update(NETWORK_TOOLS)  # --network usb0: ssh to the initrd and an NFS export
-    missing = sorted((tool, package) for tool, package in tools.items() if not which(tool))
+    missing = sorted((tool, package) for tool, package in host_tools(method.storage).items() if not which(tool))
     if missing:
         problems.append(
             "missing host tools: "
             + ", ".join(f"{tool} (package {package})" for tool, package in missing)
-            + f": run {PREREQUISITES} (jetson_flash_prepare_bsp does)"
+            + f": run {PREREQUISITES} (the jetson_flash role does when it prepares the BSP from jetson_flash_bsp_tarball)"
         )
     if not exists(QEMU_STATIC):
         problems.append(f"{QEMU_STATIC} is missing: l4t_create_default_user.sh needs it (package qemu-user-static)")

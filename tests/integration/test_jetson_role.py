@@ -73,9 +73,11 @@ def test_render_the_sample_inventory(tmp_path):
 FAST_WAIT = {"jetson_flash_recovery_wait": 3, "jetson_flash_recovery_poll": 1}
 
 
-def flash_play(tmp_path, sysfs_devices, extra=None, playbook="playbooks/jetson-flash.yml", check=True, limit="jetson-1"):
+def flash_play(tmp_path, sysfs_devices, extra=None, playbook="playbooks/jetson-flash.yml", check=True, limit="jetson-1", setup=None, env=None):
     """Run a flash playbook against the test BSP tree and a sysfs tree of boards in recovery mode."""
     bsp = make_bsp(tmp_path / "Linux_for_Tegra", marker=tmp_path / "scripts-ran")
+    if setup:
+        setup(bsp)
     sysfs = tmp_path / "usb"
     sysfs.mkdir()
     for name, product in sysfs_devices.items():
@@ -96,7 +98,7 @@ def flash_play(tmp_path, sysfs_devices, extra=None, playbook="playbooks/jetson-f
     argv = ["ansible-playbook", "-i", "inventories/jetson/hosts.yml", playbook, "-e", json.dumps(variables)]
     argv += ["--check"] if check else []
     argv += ["--limit", limit] if limit else []
-    return run(argv), tmp_path / "scripts-ran", bsp
+    return run(argv, env), tmp_path / "scripts-ran", bsp
 
 
 def missing_host_tools():
@@ -174,6 +176,39 @@ def test_massflash_refuses_a_board_in_recovery_that_is_not_in_the_batch(tmp_path
     else:
         assert "refusing to flash" in out
     assert not marker.exists()
+
+
+# The list prepare.yml probed by hand before it took the preflight's (filter jetson_host_tools).
+FORMER_PROBE = ("abootimg", "sshpass", "exportfs", "xmllint", "dtc", "lz4c", "mkpasswd", "uuidgen", "cpio", "lbzip2", "openssl")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the role checks the prepared rootfs has sudo setuid root, which needs root to set up")
+def test_preparing_the_bsp_installs_the_prerequisites_whenever_the_preflight_would_miss_a_tool(tmp_path):
+    """Stand-ins on PATH (empty scripts, probed with command -v and never run) for every command
+    the former hand-written probe looked for: a command only the preflight checks must still
+    make the role run tools/l4t_flash_prerequisites.sh."""
+    stubs = tmp_path / "stub-bin"
+    stubs.mkdir()
+    for tool in FORMER_PROBE:
+        (stubs / tool).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / tool).chmod(0o755)
+    path = f"{stubs}:{os.environ['PATH']}"
+    lacking = [t for t in bsp_rules.host_tools("nvme") if not shutil.which(t, path=path)]
+    if not lacking:
+        pytest.skip("this machine has every command the preflight checks: none is missing to prove the point")
+
+    def prepared(bsp):
+        sudo = bsp / "rootfs/usr/bin/sudo"
+        sudo.parent.mkdir(parents=True)
+        sudo.write_text("")
+        sudo.chmod(0o4755)
+
+    extra = {"jetson_flash_bsp_tarball": str(tmp_path / "Jetson_Linux_R36.4.3_aarch64.tbz2")}
+    result, marker, _bsp = flash_play(tmp_path, {}, extra, check=False, setup=prepared, env={"PATH": path})
+    out = flat(result)
+    assert result.returncode != 0  # the test tree's prerequisites script records its run and exits 1
+    assert "TASK [n3x.cluster.jetson_flash : Install the host tools NVIDIA's scripts need]" in result.stdout
+    assert "tools/l4t_flash_prerequisites.sh" in marker.read_text(), out
 
 
 PROBE = """\

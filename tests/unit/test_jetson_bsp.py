@@ -360,7 +360,7 @@ def test_host_preflight_refuses_arm_and_names_missing_tools_with_their_packages(
     assert problems[0].startswith("this host is aarch64: NVIDIA's flash tools (bootloader/tegrarcm_v2, tegraflash) are x86-64 programs")
     assert problems[1] == (
         "missing host tools: abootimg (package abootimg), exportfs (package nfs-kernel-server), sshpass (package sshpass): "
-        "run tools/l4t_flash_prerequisites.sh (jetson_flash_prepare_bsp does)"
+        "run tools/l4t_flash_prerequisites.sh (the jetson_flash role does when it prepares the BSP from jetson_flash_bsp_tarball)"
     )
     assert problems[2] == "/usr/bin/qemu-aarch64-static is missing: l4t_create_default_user.sh needs it (package qemu-user-static)"
 
@@ -418,3 +418,10 @@ def test_board_identity_from_the_readme_table():
 def test_board_identity_refusals(identity, family, message):
     with pytest.raises(b.BspError, match=message):
         b.board_identity(identity, b.FAMILIES[family])
+
+
+def test_host_tools_per_storage_follow_the_table():
+    """One list for the preflight and the role's prerequisites step (filter jetson_host_tools)."""
+    assert {"sshpass", "exportfs", "showmount"} <= set(b.host_tools("nvme"))  # --network usb0
+    assert set(b.host_tools("emmc")) == set(b.HOST_TOOLS)  # flash.sh: no NFS, no ssh
+    assert set(b.host_tools("sd")) == set(b.host_tools("usb")) == set(b.host_tools("nvme"))
