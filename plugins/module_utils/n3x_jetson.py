@@ -339,7 +339,7 @@ def run_in_process_group(argv, cwd, log, timeout, grace=30, env=None, poll=0.2):
     """(rc, timed_out): ``argv`` in a new session (its own process group), output to ``log``.
 
     On timeout the whole group gets SIGTERM, so the script's EXIT trap runs (l4t_initrd_flash.sh
-    removes its udev rules and /etc/exports entry and restores USB autosuspend there) and its
+    removes its udev rules and /etc/exports entry and runs exportfs -ra there) and its
     children (tegrarcm, ssh, the flash helpers) stop with it; whatever is left of the group after
     ``grace`` seconds gets SIGKILL.
     """
