@@ -37,9 +37,10 @@ LINKS = {
 }
 
 
-def _partition(name, size, attribute="8", extra=""):
+def _partition(name, size, attribute="8", extra="", kind="data", number=None):
+    ident = f' id="{number}"' if number else ""
     return (
-        f'        <partition name="{name}" type="data">\n'
+        f'        <partition name="{name}"{ident} type="{kind}">\n'
         f"            <allocation_policy> sequential </allocation_policy>\n"
         f"            <filesystem_type> basic </filesystem_type>\n"
         f"            <size> {size} </size>\n"
@@ -50,18 +51,36 @@ def _partition(name, size, attribute="8", extra=""):
     )
 
 
+# The partitions of R36's flash_l4t_t234_nvme.xml, in its order, with its types, ids and
+# placeholders (Teton-ai/Linux_for_Tegra tools/kernel_flash/flash_l4t_t234_nvme.xml): APP has
+# id 1 but sits last, before secondary_gpt, so it can grow (0x808) and still be nvme0n1p1.
 NVME_LAYOUT = (
     '<partition_layout version="01.00.0000">\n'
-    '    <device type="external" instance="0" sector_size="512" num_sectors="INT_NUM_SECTORS">\n'
-    + _partition("master_boot_record", 512)
-    + _partition("primary_gpt", 19968)
-    + _partition("A_kernel", 134217728)
-    + _partition("A_kernel-dtb", 786432)
-    + _partition("esp", 67108864, "0x8")
-    + _partition("UDA", 419430400)
+    '    <device type="external" instance="0" sector_size="512" num_sectors="166069008">\n'
+    + _partition("master_boot_record", 512, kind="protective_master_boot_record")
+    + _partition("primary_gpt", 19968, kind="primary_gpt")
+    + _partition("A_kernel", 134217728, kind="kernel", number=2, extra="            <filename> LNXFILE </filename>\n")
+    + _partition("A_kernel-dtb", 786432, kind="kernel_dtb", extra="            <filename> DTB_FILE </filename>\n")
+    + _partition("A_reserved_on_user", 33161216)
+    + _partition("B_kernel", 134217728, kind="kernel", extra="            <filename> LNXFILE </filename>\n")
+    + _partition("B_kernel-dtb", 786432, kind="kernel_dtb", extra="            <filename> DTB_FILE </filename>\n")
+    + _partition("B_reserved_on_user", 33161216)
+    + _partition("RECNAME", "RECSIZE", kind="kernel", extra="            <filename> RECFILE </filename>\n")
+    + _partition("RECDTB-NAME", 524288, kind="kernel_dtb", extra="            <filename> RECDTB-FILE </filename>\n")
+    + _partition("esp", 67108864, "0x8", "            <filename> ESP_FILE </filename>\n")
+    + _partition("RECNAME_alt", "RECSIZE", kind="kernel")
+    + _partition("RECDTB-NAME_alt", 524288, kind="kernel_dtb")
+    + _partition("esp_alt", 67108864, "0x8")
+    + _partition("UDA", 419430400, extra="            <align_boundary> 16384 </align_boundary>\n")
     + _partition("reserved", 502792192)
-    + _partition("APP", "APPSIZE", "0x808", "            <filename> APPFILE </filename>\n")
-    + _partition("secondary_gpt", "0xFFFFFFFFFFFFFFFF")
+    + _partition(
+        "APP",
+        "APPSIZE",
+        "0x808",
+        "            <align_boundary> 16384 </align_boundary>\n            <unique_guid> APPUUID </unique_guid>\n            <filename> APPFILE </filename>\n",
+        number=1,
+    )
+    + _partition("secondary_gpt", "0xFFFFFFFFFFFFFFFF", kind="secondary_gpt")
     + "    </device>\n</partition_layout>\n"
 )
 QSPI_LAYOUT = (

@@ -7,7 +7,9 @@ from ansible_collections.n3x.cluster.plugins.module_utils import n3x_jetson_boar
 from .l4t_tree import RELEASE_LINE
 
 # /etc/nvpmodel.conf's format: mode definitions between "< POWER_MODEL ID=n NAME=x >" lines, then
-# the default. The ids and names differ by module; these are an Orin Nano Super's.
+# the default. The ids and names differ by module; these are an Orin Nano Super's on R36.4 (its
+# POWER_MODEL lines as quoted from a board in public notes: 15W, 25W, MAXN_SUPER, 7W, default 2),
+# so 7W is id 3 there, not 1 as on the Orin Nano before Super.
 NVPMODEL_CONF = """\
 # test copy: only the lines n3x reads, in nvpmodel.conf's format
 < PARAM TYPE=FILE NAME=CPU_ONLINE >
@@ -17,10 +19,13 @@ CORE_0 /sys/devices/system/cpu/cpu0/online
 CPU_ONLINE CORE_0 1
 GPU MAX_FREQ 612000000
 
-< POWER_MODEL ID=1 NAME=7W >
+< POWER_MODEL ID=1 NAME=25W >
 CPU_ONLINE CORE_0 1
 
 < POWER_MODEL ID=2 NAME=MAXN_SUPER >
+CPU_ONLINE CORE_0 1
+
+< POWER_MODEL ID=3 NAME=7W >
 CPU_ONLINE CORE_0 1
 
 < PM_CONFIG DEFAULT=2 >
@@ -29,7 +34,7 @@ QUERY_15W = "NV Fan Mode:quiet\nNV Power Mode: 15W\n0\n"
 
 
 def test_power_models_by_name():
-    assert jb.power_models(NVPMODEL_CONF) == ({"15W": 0, "7W": 1, "MAXN_SUPER": 2}, 2)
+    assert jb.power_models(NVPMODEL_CONF) == ({"15W": 0, "25W": 1, "MAXN_SUPER": 2, "7W": 3}, 2)
 
 
 def test_power_mode_resolves_the_name_and_compares_with_the_current_mode():
@@ -41,7 +46,11 @@ def test_power_mode_resolves_the_name_and_compares_with_the_current_mode():
 @pytest.mark.parametrize(
     ("conf", "name", "message"),
     [
-        (NVPMODEL_CONF, "MAXN", r"power mode MAXN is not in /etc/nvpmodel.conf; this board's modes: 15W \(id 0\), 7W \(id 1\), MAXN_SUPER \(id 2\)"),
+        (
+            NVPMODEL_CONF,
+            "MAXN",
+            r"power mode MAXN is not in /etc/nvpmodel.conf; this board's modes: 15W \(id 0\), 25W \(id 1\), MAXN_SUPER \(id 2\), 7W \(id 3\)",
+        ),
         (NVPMODEL_CONF, "0", "power mode 0 is not in"),  # ids are not names
         (NVPMODEL_CONF, "15W; reboot", "is not a mode name"),
         ("garbage\n", "15W", "has no '< POWER_MODEL ID=n NAME=x >' line"),

@@ -293,7 +293,10 @@ def test_longhorn_layout_fixes_app_and_adds_the_partition():
     assert app.find("size").text.strip() == "APPSIZE"  # l4t_initrd_flash.sh -S sets it
     assert app.find("allocation_attribute").text.strip() == "8"  # no longer grows
     assert app.find("filename").text.strip() == "APPFILE"
+    assert app.get("id") == "1"  # still nvme0n1p1, the root= of the stock command line
+    assert app.find("unique_guid").text.strip() == "APPUUID"
     assert longhorn.get("type") == "data"
+    assert longhorn.get("id") is None  # like most of NVIDIA's partitions; the board finds it by its label
     assert longhorn.find("allocation_attribute").text.strip() == "0x808"  # takes the rest
     original = ET.fromstring(NVME_LAYOUT).find("device").findall("partition")  # noqa: S314 - the test's own XML
     assert names[:-3] == [p.get("name") for p in original][:-2]
