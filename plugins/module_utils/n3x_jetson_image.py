@@ -274,11 +274,14 @@ def install_access(rootfs, user, keys):
     dropin = _safe_path(rootfs, SSHD_DROPIN)
     os.makedirs(os.path.dirname(dropin), exist_ok=True)
     # Ubuntu's sshd_config includes sshd_config.d/*.conf first, and the first value of a keyword
-    # wins; HostKey lines add up, so naming one limits sshd to this board's own key.
+    # wins; HostKey lines add up, so naming one limits sshd to this board's own key. The password
+    # field is "!" (locked): without PAM, sshd refuses every login, keys too, to an account whose
+    # password starts with "!" (allowed_user() in OpenSSH's auth.c, LOCKED_PASSWD_PREFIX on Linux),
+    # so UsePAM is pinned here rather than left to the sample rootfs's sshd_config.
     _write_file(
         dropin,
         "# Written by n3x.cluster (jetson_flash): keys only, and this board's own host key.\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\nUsePAM yes\n"
         f"HostKey /{HOST_KEY}\n",
         0o644,
     )

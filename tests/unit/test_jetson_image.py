@@ -127,6 +127,7 @@ def test_password_locked_keys_only_and_sshd_takes_keys_only(bsp):
     assert oct((rootfs / "home/n3x/.ssh").stat().st_mode & 0o777) == "0o700"
     dropin = (rootfs / "etc/ssh/sshd_config.d/10-n3x.conf").read_text()
     assert "\nPasswordAuthentication no\n" in dropin
+    assert "\nUsePAM yes\n" in dropin  # without PAM, sshd refuses key logins to a "!" (locked) account
     assert "\nHostKey /etc/ssh/ssh_host_ed25519_key\n" in dropin
     sudoers = rootfs / "etc/sudoers.d/90-n3x-n3x"
     assert sudoers.read_text().endswith("n3x ALL=(ALL) NOPASSWD:ALL\n")
