@@ -79,7 +79,7 @@ FAMILIES = {
         "3767",
         {"0000": ("7323",), "0001": ("7423",), "0003": ("7523",), "0004": ("7623",), "0005": ("7523",)},
     ),
-    "p3701": Family("p3701", "Jetson AGX Orin", "p3701.conf.common", ("7023", "7223"), (), r"AGX Orin", "3701"),
+    "p3701": Family("p3701", "Jetson AGX Orin", "p3701.conf.common", ("7023", "7223"), ("7023", "7223"), r"AGX Orin", "3701"),
 }
 
 
@@ -106,15 +106,11 @@ FLASH_TABLE = {
     ("p3701", "emmc"): FlashMethod("p3701", "emmc", FLASH_SH, "internal", "", False, _QUICK_START),
     ("p3701", "nvme"): FlashMethod("p3701", "nvme", INITRD_FLASH, "external", "nvme0n1p1", False, _QUICK_START),
     ("p3701", "usb"): FlashMethod("p3701", "usb", INITRD_FLASH, "external", "sda1", False, _QUICK_START),
+    ("p3701", "sd"): FlashMethod("p3701", "sd", INITRD_FLASH, "external", "mmcblk0p1", False, _QUICK_START),
 }
 STORAGES = ("nvme", "usb", "sd", "emmc")
 _REFUSALS = {
     ("p3767", "emmc"): "Jetson Orin NX/Nano modules have no eMMC: flash them to nvme, usb or sd (the devkit's microSD slot)",
-    # No guide row flashes AGX Orin to microSD, and --external-device mmcblk0p1 would be its eMMC:
-    # README_initrd_flash.txt (R36.2), Workflow 12, names the SD card mmcblk1p1 next to an eMMC, and
-    # l4t_initrd_flash.func's usage lists nvme0n1 and sda as the supported external devices.
-    ("p3701", "sd"): "Jetson AGX Orin has no sd flash method in the Quick Start, and --external-device mmcblk0p1 would write "
-    "the layout to mmcblk0, which is its eMMC (the microSD card is mmcblk1 there)",
 }
 
 

@@ -25,8 +25,8 @@ description:
     -c tools/kernel_flash/flash_l4t_t234_nvme.xml -p '-c bootloader/generic/cfg/flash_t234_qspi.xml'
     --showlogs --network usb0 BOARD internal) (C(emmc) refused: no eMMC; C(sd) only for the
     devkit module with the microSD slot, recovery id 7523); AGX Orin to C(emmc) with
-    C(flash.sh BOARD internal) and to C(nvme) or C(usb) with the same initrd command without
-    C(-p) and with C(external) (C(sd) refused: C(mmcblk0) is its eMMC)."
+    C(flash.sh BOARD internal) and to C(nvme), C(usb), C(sd) with the same initrd command without
+    C(-p) and with C(external)."
   - Finds the board in recovery mode at O(usb_path) and refuses the wrong module, another board
     in recovery mode when the BSP's script would not skip it, or several boards without O(usb_path);
     checks again right before the flash.

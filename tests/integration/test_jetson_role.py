@@ -132,10 +132,10 @@ def test_an_unknown_board_config_fails_at_once_without_polling(tmp_path):
 
 
 def test_a_storage_the_table_refuses_fails_before_any_wait(tmp_path):
-    result, marker, _bsp = flash_play(tmp_path, {"1-2": "7023"}, {"jetson_flash_board_config": "jetson-agx-orin-devkit", "jetson_flash_storage": "sd"})
+    result, marker, _bsp = flash_play(tmp_path, {"1-2": "7523"}, {"jetson_flash_storage": "emmc"})
     out = flat(result)
     assert result.returncode != 0
-    assert "Jetson AGX Orin has no sd flash method in the Quick Start" in out
+    assert "Jetson Orin NX/Nano modules have no eMMC: flash them to nvme, usb or sd" in out
     assert "attempts: 1 " in out  # refused on the first look, not polled
     assert not marker.exists()
 

