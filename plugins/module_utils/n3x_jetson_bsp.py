@@ -269,13 +269,19 @@ def command_files(method, layout=None):
 
 # Offline image builds (README_initrd_flash.txt, Workflow 2 "Without device connected (offline
 # mode)" and Workflow 7, whose massflash example uses it): the board's identity comes from these
-# variables instead of the EEPROM of a board in recovery mode.
+# variables instead of the EEPROM of a board in recovery mode. The first four are the README's
+# table; generate_rcm_bootcmd() in l4t_initrd_flash_internal.sh (R36.2) also exports CHIP_SKU,
+# RAMCODE_ID and RAMCODE to flash.sh, so they may be given too.
 _IDENTITY = {
     "BOARDID": re.compile(r"[0-9]{4}"),
     "BOARDSKU": re.compile(r"[0-9]{4}"),
     "FAB": re.compile(r"[0-9A-Z]{3}"),
     "BOARDREV": re.compile(r"([A-Z]\.[0-9])?"),
+    "CHIP_SKU": re.compile(r"([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){3})?"),
+    "RAMCODE_ID": re.compile(r"([0-9]{1,2})?"),
+    "RAMCODE": re.compile(r"([0-9]{1,2})?"),
 }
+_OPTIONAL = ("BOARDREV", "CHIP_SKU", "RAMCODE_ID", "RAMCODE")
 
 
 def board_identity(identity, family):
@@ -289,7 +295,7 @@ def board_identity(identity, family):
     for key, pattern in _IDENTITY.items():
         value = identity.get(key)
         value = "" if value is None else str(value)
-        if not pattern.fullmatch(value) or (key != "BOARDREV" and not value):
+        if not pattern.fullmatch(value) or (key not in _OPTIONAL and not value):
             raise BspError(f"board identity: {key} {value!r} is not a value of the table at the end of tools/kernel_flash/README_initrd_flash.txt")
         if value:
             env[key] = value

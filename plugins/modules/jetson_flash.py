@@ -112,7 +112,8 @@ options:
   board_identity:
     description:
       - "With O(massflash), the boards' C(BOARDID), C(BOARDSKU), C(FAB) and C(BOARDREV), from the table
-        at the end of C(tools/kernel_flash/README_initrd_flash.txt) (an Orin Nano devkit:
+        at the end of C(tools/kernel_flash/README_initrd_flash.txt) (C(CHIP_SKU), C(RAMCODE_ID) and
+        C(RAMCODE), which the script passes on to C(flash.sh), may be given too) (an Orin Nano devkit:
         C({BOARDID: '3767', BOARDSKU: '0005', FAB: '300'})). The batch's images are built offline
         with them (README Workflows 2 and 7): built online, the build reads the EEPROM of a board,
         which must then be the only one in recovery mode and be put in recovery mode again."

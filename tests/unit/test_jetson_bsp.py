@@ -397,6 +397,9 @@ def test_board_identity_from_the_readme_table():
     orin, agx = b.FAMILIES["p3767"], b.FAMILIES["p3701"]
     assert b.board_identity({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300"}, orin) == {"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300"}
     assert b.board_identity({"BOARDID": "3701", "BOARDSKU": "0000", "FAB": "TS4", "BOARDREV": "A.0"}, agx)["BOARDREV"] == "A.0"
+    # generate_rcm_bootcmd() in l4t_initrd_flash_internal.sh (R36.2) exports these to flash.sh too.
+    extra = {"CHIP_SKU": "00:00:00:D3", "RAMCODE_ID": "1"}
+    assert b.board_identity({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300", **extra}, orin)["CHIP_SKU"] == "00:00:00:D3"
 
 
 @pytest.mark.parametrize(
@@ -408,6 +411,7 @@ def test_board_identity_from_the_readme_table():
         ({"BOARDID": "3767", "BOARDSKU": "5", "FAB": "300"}, "p3767", "BOARDSKU '5' is not a value of the table"),
         ({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300", "BOARDREV": "A.0; reboot"}, "p3767", "BOARDREV 'A.0; reboot' is not a value"),
         ({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300", "ROOTFS_AB": "1"}, "p3767", r"unknown key\(s\) ROOTFS_AB"),
+        ({"BOARDID": "3767", "BOARDSKU": "0005", "FAB": "300", "CHIP_SKU": "D3"}, "p3767", "CHIP_SKU 'D3' is not a value"),
         ({}, "p3701", "BOARDID '' is not a value of the table"),
         ("3767", "p3767", "is not a mapping"),
     ],
