@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import time
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import FAMILIES, FLASH_SH, INITRD_FLASH
 
@@ -310,69 +307,3 @@ def massflash_results(rc, output, bsp_dir, usb_paths, read=None):
             tail = " | ".join(line for line in _lines(text)[-4:] if line)
             results[path] = {"flashed": False, "log_path": log, "msg": f"its flash log has no success line; NOT flashed: {tail}"}
     return results
-
-
-def _group_alive(pgid, proc="/proc"):
-    """True while a process of group ``pgid`` still runs (zombies waiting to be reaped do not count)."""
-    if not os.path.isdir(proc):
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        try:
-            with open(os.path.join(proc, name, "stat"), encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def run_in_process_group(argv, cwd, log, timeout, grace=30, env=None, poll=0.2):
-    """(rc, timed_out): ``argv`` in a new session (its own process group), output to ``log``.
-
-    On timeout the whole group gets SIGTERM, so the script's EXIT trap runs (l4t_initrd_flash.sh
-    removes its udev rules and /etc/exports entry and runs exportfs -ra there) and its
-    children (tegrarcm, ssh, the flash helpers) stop with it; whatever is left of the group after
-    ``grace`` seconds gets SIGKILL.
-    """
-    process = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    pgid = process.pid  # the session leader's pid is the group id
-    try:
-        rc = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        rc = None
-    if rc is not None:
-        if _group_alive(pgid):  # the script returned but left children behind: they die with it
-            _stop_group(process, pgid, grace, poll)
-        return rc, False
-    _stop_group(process, pgid, grace, poll)
-    return process.wait(), True
-
-
-def _stop_group(process, pgid, grace, poll):
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        process.poll()  # reap the leader so it does not count as alive
-        if not _group_alive(pgid):
-            return
-        time.sleep(poll)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    process.wait()
-    deadline = time.monotonic() + 10  # SIGKILL is not refused; give the kernel a moment to finish them
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(poll)

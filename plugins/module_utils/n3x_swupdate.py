@@ -26,6 +26,8 @@ import shutil
 import subprocess
 import tempfile
 
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import run_in_process_group
+
 SLOTS = ("a", "b")
 COLLECTION = "stable"
 DEFAULT_DEVICE = "/dev/disk/by-partlabel/rootfs_{slot}"
@@ -409,13 +411,22 @@ def run_install(argv, attempts=5, timeout=900, env=None):
 
     Returns (outcome, log of the last run, number of runs). Every run is a complete, real
     install: the image and bootloader variables are written again from the start.
+
+    swupdate's own exit is what is waited for, not the end of its output: a helper it forked
+    can keep the output open after swupdate has exited (seen as a 180 s hang after
+    "SWUpdate *failed*" with swupdate's exit code already 1). Each run has its own process
+    group, stopped once swupdate exits or ``timeout`` seconds pass (then the run 'failed').
     """
     runs = 0
     while True:
         runs += 1
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-        output = result.stdout + result.stderr
-        outcome = install_outcome(output, result.returncode)
+        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
+            returncode, timed_out = run_in_process_group(argv, None, log, timeout, grace=10, env=env)
+            log.seek(0)
+            output = log.read()
+        if timed_out:
+            return "failed", output + f"[ERROR] : swupdate did not finish within {timeout} s; its process group was stopped\n", runs
+        outcome = install_outcome(output, returncode)
         if outcome != "interrupted" or runs >= attempts:
             return outcome, output, runs
 

@@ -229,7 +229,6 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson import (
     device_lister,
     flash_result,
     massflash_results,
-    run_in_process_group,
     select_batch,
     select_board,
 )
@@ -248,6 +247,7 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import 
     read_small,
 )
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_image import ImageError, customise, restore
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import run_in_process_group
 
 ARGUMENT_SPEC = {
     "bsp_dir": {"type": "path", "required": True},

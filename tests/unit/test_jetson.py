@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.n3x.cluster.plugins.module_utils import n3x_jetson as j
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import FAMILIES, FLASH_TABLE, flash_command
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import run_in_process_group
 
 ORIN = FAMILIES["p3767"]
 AGX = FAMILIES["p3701"]
@@ -267,7 +268,7 @@ def run_tree(tmp_path, timeout, grace=5, term=""):
     script.chmod(0o755)
     with open(tmp_path / "log", "w") as log:
         started = time.monotonic()
-        rc, timed_out = j.run_in_process_group([str(script)], str(tmp_path), log, timeout, grace)
+        rc, timed_out = run_in_process_group([str(script)], str(tmp_path), log, timeout, grace)
         return rc, timed_out, time.monotonic() - started
 
 
@@ -313,7 +314,7 @@ def test_a_script_that_finishes_keeps_its_exit_code_and_leaves_nothing(tmp_path)
     script.write_text(f'#!/bin/bash\nsleep 300 &\necho $! > "{tmp_path}/child"\necho "Flash is successful"\nexit 3\n')
     script.chmod(0o755)
     with open(tmp_path / "log", "w") as log:
-        rc, timed_out = j.run_in_process_group([str(script)], str(tmp_path), log, 30, 5)
+        rc, timed_out = run_in_process_group([str(script)], str(tmp_path), log, 30, 5)
     assert (rc, timed_out) == (3, False)
     assert not alive(wait_for(tmp_path / "child"))
     assert "Flash is successful" in (tmp_path / "log").read_text()
@@ -325,5 +326,5 @@ def test_the_group_is_not_ours(tmp_path):
     script.write_text("#!/bin/sh\nps -o sid= -p $$\n")
     script.chmod(0o755)
     with open(tmp_path / "log", "w") as log:
-        j.run_in_process_group([str(script)], str(tmp_path), log, 30, 5)
+        run_in_process_group([str(script)], str(tmp_path), log, 30, 5)
     assert int((tmp_path / "log").read_text()) != os.getsid(0)

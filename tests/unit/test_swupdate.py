@@ -4,6 +4,7 @@ import hashlib
 import io
 import os
 import shutil
+import time
 
 import pytest
 
@@ -344,3 +345,32 @@ def test_member_span_finds_members_of_a_built_bundle(tmp_path):
     assert swu.member_span(data, "sw-description")[0] == 0
     with pytest.raises(KeyError):
         swu.member_span(data, "missing")
+
+
+def test_run_install_waits_for_swupdate_not_for_a_helper_holding_its_output(tmp_path):
+    """swupdate exited 1 after 'SWUpdate *failed*' while a helper it forked kept the output
+    open: the run ends with swupdate, and the helper does not outlive it."""
+    script = tmp_path / "swupdate-with-helper"
+    script.write_text(f'#!/bin/sh\nsleep 300 &\necho $! > "{tmp_path}/helper"\necho "[ERROR] : SWUPDATE failed [0] ERROR : SWUpdate *failed* !"\nexit 1\n')
+    script.chmod(0o755)
+    started = time.monotonic()
+    outcome, output, runs = swu.run_install([str(script)], timeout=60)
+    assert (outcome, runs) == ("failed", 1)
+    assert "SWUpdate *failed*" in output
+    assert time.monotonic() - started < 15
+    helper = int((tmp_path / "helper").read_text())
+    try:
+        with open(f"/proc/{helper}/stat") as stat:
+            assert stat.read().split(") ", 1)[1][0] == "Z"  # killed, waiting to be reaped
+    except FileNotFoundError:
+        pass  # killed and reaped
+
+
+def test_run_install_that_never_finishes_is_failed_with_the_reason(tmp_path):
+    script = tmp_path / "swupdate-hangs"
+    script.write_text("#!/bin/sh\necho started\nexec sleep 300\n")
+    script.chmod(0o755)
+    outcome, output, runs = swu.run_install([str(script)], timeout=1)
+    assert (outcome, runs) == ("failed", 1)
+    assert output.startswith("started\n")
+    assert "did not finish within 1 s" in output
