@@ -178,6 +178,77 @@ LinkLocalAddressing=no
 IPv6AcceptRA=no
 """
 
+# Network manager variants of the lab image (issue 17): each one configures the lab NIC eth1 the
+# way a stock install of that manager does, so that the networkd role meets what it meets on a
+# real host. eth0 (SSH) stays with the lab's own systemd-networkd file (MGMT_NETWORK) in all of
+# them: netplan's file for it sorts after 10-eth0-mgmt.network and is ignored by networkd
+# (systemd.network(5): the first matching file in lexical order wins), NetworkManager is told
+# to leave it alone, ifupdown has no stanza for it.
+NETWORK_VARIANTS = {
+    # Ubuntu cloud images: cloud-init writes 50-cloud-init.yaml (mode 0600) with dhcp4 on the
+    # NICs; netplan's generator renders it for networkd at every boot
+    # (/run/systemd/network/10-netplan-eth1.network, which sorts before 20-n3x-eth1.network).
+    "netplan": {
+        "packages": ["netplan.io"],
+        "files": {
+            "/etc/netplan/50-cloud-init.yaml": (
+                0o600,
+                "# This file is generated from information provided by the datasource.  Changes\n"
+                "# to it will not persist across an instance reboot.  To disable cloud-init's\n"
+                "# network configuration capabilities, write a file\n"
+                "# /etc/cloud/cloud.cfg.d/99-disable-network-config.cfg with the following:\n"
+                "# network: {config: disabled}\n"
+                "network:\n"
+                "    ethernets:\n"
+                "        eth0:\n"
+                "            dhcp4: true\n"
+                "        eth1:\n"
+                "            dhcp4: true\n"
+                "    version: 2\n",
+            ),
+        },
+        "unmask": [],
+    },
+    # Debian with network-manager: Debian's NetworkManager.conf (plugins=ifupdown,keyfile)
+    # manages every Ethernet NIC without an ifupdown stanza and creates its in-memory
+    # "Wired connection N" (DHCP) for it. The lab's conf.d file only keeps eth0 for networkd.
+    "networkmanager": {
+        "packages": ["network-manager"],
+        "files": {
+            "/etc/NetworkManager/conf.d/10-lab-eth0.conf": (
+                0o644,
+                "# n3x lab: eth0 (SSH) belongs to the lab's systemd-networkd file.\n[keyfile]\nunmanaged-devices=interface-name:eth0\n",
+            ),
+        },
+        "unmask": [],
+    },
+    # Debian netinst: /etc/network/interfaces as the installer writes it for the NIC it
+    # configured (allow-hotplug, DHCP with dhclient), sourcing interfaces.d; ifupdown's
+    # networking.service runs again (the default lab image masks it).
+    "ifupdown": {
+        "packages": ["ifupdown", "isc-dhcp-client"],
+        "files": {
+            "/etc/network/interfaces": (
+                0o644,
+                "# This file describes the network interfaces available on your system\n"
+                "# and how to activate them. For more information, see interfaces(5).\n"
+                "\n"
+                "source /etc/network/interfaces.d/*\n"
+                "\n"
+                "# The loopback network interface\n"
+                "auto lo\n"
+                "iface lo inet loopback\n"
+                "\n"
+                "# The primary network interface\n"
+                "allow-hotplug eth1\n"
+                "iface eth1 inet dhcp\n",
+            ),
+        },
+        "unmask": ["networking.service"],
+    },
+}
+
+
 SSHD_CONFIG = """# n3x lab: key-only root login, no DNS lookups (slow without a resolver).
 PermitRootLogin prohibit-password
 PasswordAuthentication no
@@ -571,23 +642,31 @@ def image_spec(
     hostname="n3x-lab",
     layout="single",
     boot_attempts=AB_BOOT_ATTEMPTS,
+    network_variant="",
 ):
     """Everything that decides the image content, as plain JSON-able data.
 
     layout "ab" makes the A/B disk (see LAYOUTS); uefi_cmdline is then the kernel command
-    line GRUB boots each slot with (its root= is replaced by the slot's).
+    line GRUB boots each slot with (its root= is replaced by the slot's). network_variant
+    names one of NETWORK_VARIANTS ("" for the plain lab image).
     """
     if layout not in LAYOUTS:
         raise ImageError("layout must be one of {}".format(", ".join(LAYOUTS)))
+    if network_variant and network_variant not in NETWORK_VARIANTS:
+        raise ImageError("network_variant must be one of {} (or empty)".format(", ".join(sorted(NETWORK_VARIANTS))))
+    manager = NETWORK_VARIANTS.get(network_variant, {"packages": [], "files": {}, "unmask": []})
     files = overlay_files(ssh_pubkey, hostname, extra_files)
+    files.update(manager["files"])
     ab = layout == "ab"
     uefi = uefi_cmdline is not None and not ab
     if (uefi or ab) and arch != "amd64":
         raise ImageError(f"the lab's UEFI boot (systemd-boot or GRUB for x86-64) is for amd64 images; build the {arch} image without uefi, layout single")
     # systemd-boot's EFI binary is tiny; with it the same image boots both ways.
     # busybox-static is the lab initrd's userland.
-    pkgs = sorted(set(packages) | {"busybox-static"} | ({"systemd-boot-efi"} if uefi else set()) | (set(AB_PACKAGES) if ab else set()))
-    masked = set(DEFAULT_MASKED_UNITS if masked_units is None else masked_units)
+    pkgs = sorted(
+        set(packages) | {"busybox-static"} | ({"systemd-boot-efi"} if uefi else set()) | (set(AB_PACKAGES) if ab else set()) | set(manager["packages"])
+    )
+    masked = set(DEFAULT_MASKED_UNITS if masked_units is None else masked_units) - set(manager["unmask"])
     enabled = set(DEFAULT_ENABLED_UNITS if enabled_units is None else enabled_units)
     init = LAB_INIT
     if ab:
@@ -627,6 +706,9 @@ def image_spec(
         "uefi": uefi,
         "uefi_cmdline": (uefi_cmdline or "") if uefi else "",
     }
+    if network_variant:
+        # Only variants carry this key: the plain image's cache key stays as it was.
+        spec["network_variant"] = network_variant
     if ab:
         # Only A/B images carry these keys: the cache keys of other images stay as they were.
         spec["layout"] = "ab"

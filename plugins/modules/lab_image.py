@@ -79,6 +79,20 @@ options:
     description: Extra files for the image, path to a dict with C(content) and C(mode).
     type: dict
     default: {}
+  network_variant:
+    description:
+      - A stock network manager that configures the lab NIC C(eth1) the way a fresh install of
+        it does, for testing the networkd role's take-over (C(eth0) stays the lab's).
+      - V(ifupdown) - C(ifupdown) and C(isc-dhcp-client) with a netinst style
+        C(/etc/network/interfaces) (C(allow-hotplug eth1), C(iface eth1 inet dhcp)).
+      - V(netplan) - C(netplan.io) with a cloud-init style C(/etc/netplan/50-cloud-init.yaml)
+        (dhcp4 on eth0 and eth1, rendered for systemd-networkd).
+      - V(networkmanager) - C(network-manager) as Debian ships it; it manages eth1 with its
+        auto-created DHCP connection.
+      - Empty for the plain lab image. Each variant is an image of its own (its own cache key).
+    type: str
+    choices: ["", ifupdown, netplan, networkmanager]
+    default: ""
   size:
     description:
       - Size of the raw root filesystem (sparse), as C(mkfs.ext4) reads it.
@@ -197,6 +211,7 @@ def main():
             "ssh_public_key": {"type": "str", "required": True, "no_log": False},
             "masked_units": {"type": "list", "elements": "str"},
             "extra_files": {"type": "dict", "default": {}},
+            "network_variant": {"type": "str", "choices": ["", *sorted(img.NETWORK_VARIANTS)], "default": ""},
             "size": {"type": "str", "default": "4G"},
             "uefi": {"type": "bool", "default": True},
             "uefi_cmdline": {"type": "str"},
@@ -228,6 +243,7 @@ def main():
             role_version=p["role_version"],
             layout=p["layout"],
             boot_attempts=p["boot_attempts"],
+            network_variant=p["network_variant"],
         )
         key = img.cache_key(spec)
         paths = img.image_paths(p["cache_dir"], key)

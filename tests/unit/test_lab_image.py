@@ -289,3 +289,37 @@ def test_symlink_loops_in_the_tree_are_an_error(tmp_path):
     (tmp_path / "etc/loop").symlink_to("loop")
     with pytest.raises(img.ImageError, match="too many levels of symbolic links"):
         img.tree_path(str(tmp_path), "/etc/loop/x")
+
+
+def test_network_variants_are_images_of_their_own_and_leave_the_plain_key_alone():
+    plain = spec()
+    assert "network_variant" not in plain
+    keys = {img.cache_key(plain)}
+    for name in img.NETWORK_VARIANTS:
+        variant = spec(network_variant=name)
+        assert variant["network_variant"] == name
+        keys.add(img.cache_key(variant))
+        # eth0 stays the lab's networkd file in every variant.
+        assert variant["files"]["/etc/systemd/network/10-eth0-mgmt.network"] == plain["files"]["/etc/systemd/network/10-eth0-mgmt.network"]
+    assert len(keys) == 1 + len(img.NETWORK_VARIANTS)
+
+
+@pytest.mark.parametrize(
+    ("name", "package", "path", "text"),
+    [
+        ("netplan", "netplan.io", "/etc/netplan/50-cloud-init.yaml", "        eth1:\n            dhcp4: true\n"),
+        ("networkmanager", "network-manager", "/etc/NetworkManager/conf.d/10-lab-eth0.conf", "unmanaged-devices=interface-name:eth0\n"),
+        ("ifupdown", "ifupdown", "/etc/network/interfaces", "allow-hotplug eth1\niface eth1 inet dhcp\n"),
+    ],
+)
+def test_each_variant_configures_eth1_as_a_stock_install(name, package, path, text):
+    variant = spec(network_variant=name)
+    assert package in variant["packages"]
+    assert text in variant["files"][path][1]
+    # ifupdown's networking.service runs again; the plain image masks it for boot speed.
+    assert ("networking.service" in variant["masked_units"]) is (name != "ifupdown")
+
+
+def test_unknown_network_variant_is_refused():
+    with pytest.raises(img.ImageError, match="network_variant must be one of ifupdown, netplan, networkmanager"):
+        spec(network_variant="wicked")
