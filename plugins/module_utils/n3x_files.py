@@ -306,6 +306,33 @@ def apply(dest, files, prune=True, check_mode=False, planned=None):
     return done
 
 
+def plan_removal(dest, directories):
+    """Plan([], [], to_remove, kept) that empties these directories of the files n3x
+    provably wrote there (their manifests, as for stale files); nothing else is touched."""
+    to_remove, kept = [], []
+    with _Dirs(dest) as dirs:
+        for directory in sorted({"" if d == "." else d for d in (relative_path(dest, d) for d in directories)}):
+            dir_fd = dirs.open(directory)
+            if dir_fd is not None:
+                removable, left = _stale(dir_fd, directory, os.path.join(dest, directory), {})
+                to_remove.extend(removable)
+                kept.extend(left)
+    return Plan([], [], to_remove, kept)
+
+
+def remove(dest, planned):
+    """Carry out plan_removal(): remove the files, and a manifest that lists no file left."""
+    with _Dirs(dest) as dirs:
+        for path in planned[2]:
+            os.unlink(os.path.basename(path), dir_fd=dirs.open(os.path.dirname(path)))
+        for directory in sorted({os.path.dirname(path) for path in planned[2]}):
+            dir_fd = dirs.open(directory)
+            manifest = _read_manifest(dir_fd, os.path.join(dest, directory)) or {}
+            if not any(os.path.lexists(os.path.join(dest, directory, name)) for name in manifest):
+                os.unlink(MANIFEST, dir_fd=dir_fd)
+    return planned
+
+
 def kept_warnings(dest, kept):
     """One warning line per stale file left in place."""
     return [f"{os.path.join(dest, path)}: not removed: {reason}" for path, reason in kept]

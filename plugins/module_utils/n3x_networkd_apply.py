@@ -19,10 +19,13 @@ import os
 import re
 import time
 
+from ansible_collections.n3x.cluster.plugins.module_utils import n3x_takeover as takeover
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import GENERATED_MARKER, kept_warnings, plan_removal, relative_path
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import apply as apply_files
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import diffs as file_diffs
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import kept_warnings
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import plan as plan_files
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import remove as remove_files
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_network_claims import HostView, find_claims, nm_state, our_units, unit_interfaces
 
 WAIT_ONLINE = "/lib/systemd/systemd-networkd-wait-online"
 NETWORKD = "systemd-networkd.service"
@@ -81,23 +84,69 @@ def converge(
     check_mode=False,
     diff=False,
     clock=time.monotonic,
+    take_over=False,
+    take_over_connection=False,
+    connected=(),
+    state_dir=takeover.STATE_DIR,
+    sleep=time.sleep,
 ):
-    """Install, apply on change, wait. Returns the module result (failed and msg on failure).
+    """Find other managers' claims, take over or refuse, install, apply on change, wait.
+    Returns the module result (failed and msg on failure).
 
     Stale n3x files are pruned from unit_dir only: the module list's directory is shared
-    with other n3x steps (kernel_settings).
+    with other n3x steps (kernel_settings). connected: the interfaces Ansible's connection
+    comes through, or a function that finds them (called only when there are claims).
     """
+    # The detection and the take-over see the node's paths (dest is its /).
+    node_files = [{**item, "path": "/" + relative_path(dest, item["path"])} for item in files]
+    node_unit_dir = "/" + relative_path(dest, unit_dir)
+    view = HostView(dest, run)
+    node = takeover.Node(run, dest, state_dir)
+    claims = find_claims(view, node_files, node_unit_dir, GENERATED_MARKER)
+    interfaces = unit_interfaces(our_units(node_files, node_unit_dir))
+    # Which interface Ansible comes in through matters only when something claims ours.
+    connected = (connected() if callable(connected) else list(connected)) if claims else []
+    nm = nm_state(view) if claims and take_over else (False, False)
+    plan = takeover.make_plan(claims, interfaces, connected, take_over, take_over_connection, view, node, node.load_record(), nm)
+    result = {
+        "changed": False,
+        "written": [],
+        "chmod": [],
+        "removed": [],
+        "recreated": [],
+        "commands": [],
+        "conflicts": [c.as_dict() for c in claims],
+        "taken_over": [],
+    }
+    if plan.refusals:
+        if take_over:
+            intro = f"{len(plan.refusals)} problem(s) with other network managers on this node; nothing was changed"
+        else:
+            intro = (
+                f"other network managers claim the profile's interfaces ({len(plan.refusals)}); nothing was changed. "
+                "Resolve each, or set networkd_take_over: true to take them over"
+            )
+        result.update(failed=True, msg=intro + ":\n- " + "\n- ".join(plan.refusals))
+        return result
+    result["warnings"] = list(plan.warnings)
+    result["taken_over"] = takeover.describe(plan)
     planned = plan_files(dest, files, prune=[unit_dir])
     to_write, to_chmod, to_remove = planned
-    result = {"changed": bool(to_write or to_chmod or to_remove), "written": to_write, "chmod": to_chmod, "removed": to_remove, "recreated": [], "commands": []}
+    result.update(changed=bool(to_write or to_chmod or to_remove or plan.changes), written=to_write, chmod=to_chmod, removed=to_remove)
     if planned.kept:
-        result["warnings"] = kept_warnings(dest, planned.kept)
+        result["warnings"] += kept_warnings(dest, planned.kept)
     if diff:
-        result["diff"] = file_diffs(dest, files, to_write + to_remove)
+        result["diff"] = takeover.plan_diffs(plan, dest) + file_diffs(dest, files, to_write + to_remove)
     if check_mode:
         return result
+    if plan.changes:
+        try:
+            result["commands"].extend(takeover.take_over(plan, node, clock=clock, sleep=sleep))
+        except takeover.TakeoverError as exc:
+            result.update(failed=True, msg=f"taking the interfaces over failed: {exc} (what was done so far is in {state_dir}/record.json)")
+            return result
     apply_files(dest, files, prune=[unit_dir], planned=planned)
-    if to_write or to_remove:
+    if to_write or to_remove or plan.changes:
         result["recreated"] = recreated_devices(to_write + to_remove)
         enabled = run(["systemctl", "is-enabled", "--quiet", NETWORKD])[0] == 0
         for argv, must_succeed in apply_steps(kernel_modules, result["recreated"], reconfigure, enable=not enabled):
@@ -116,4 +165,56 @@ def converge(
                 failed=True,
                 msg=f"not configured within {wait_timeout} s: {', '.join(wait_for)}\n{(status or status_err or err).strip()}",
             )
+    return result
+
+
+def _holds(path, content):
+    """Does the regular file at path (not a link) hold exactly this text?"""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(len(content.encode("utf-8")) + 1) == content.encode("utf-8")
+
+
+def give_back(files, run, unit_dir="/etc/systemd/network", dest="/", check_mode=False, diff=False, state_dir=takeover.STATE_DIR):
+    """Remove the node's n3x network files and give its interfaces back: restore what the
+    take-over moved aside (the record), and hand each interface to its manager again."""
+    node = takeover.Node(run, dest, state_dir)
+    node_files = [{**item, "path": "/" + relative_path(dest, item["path"])} for item in files]
+    node_unit_dir = "/" + relative_path(dest, unit_dir)
+    steps, refusals, record = takeover.give_back_plan(node)
+    result = {"changed": False, "removed": [], "restored": [], "commands": [], "given_back": []}
+    if refusals:
+        result.update(failed=True, msg="cannot give the interfaces back; nothing was changed:\n- " + "\n- ".join(refusals))
+        return result
+    # Our units: what the unit directory's manifest proves n3x wrote; the module list (in a
+    # directory other n3x steps share) only when it is exactly what n3x would write there.
+    removal = plan_removal(dest, [unit_dir])
+    module_lists = [item for item in files if os.path.dirname(relative_path(dest, item["path"])) != relative_path(dest, unit_dir)]
+    identical = [relative_path(dest, item["path"]) for item in module_lists if _holds(os.path.join(dest, relative_path(dest, item["path"])), item["content"])]
+    to_remove = sorted(removal[2]) + identical
+    units = our_units(node_files, node_unit_dir)
+    devices = sorted({device for name, text in units.items() if name.endswith(".netdev") for device in recreated_devices([name])})
+    physical = sorted(name for name, (_file, kind) in unit_interfaces(units).items() if kind is None and name not in devices)
+    result["removed"] = to_remove
+    result["restored"] = [f"{path} ({kind})" for kind, path, _entry in steps]
+    result["changed"] = bool(to_remove or steps)
+    if removal.kept:
+        result["warnings"] = kept_warnings(dest, removal.kept)
+    if diff:
+        result["diff"] = takeover.give_back_diffs(steps, node) + file_diffs(dest, [], to_remove)
+    if check_mode or not result["changed"]:
+        return result
+    remove_files(dest, removal)
+    for path in identical:
+        os.unlink(os.path.join(dest, path))
+    try:
+        commands, managers = takeover.give_back(steps, record, node)
+        result["commands"].extend(commands)
+        result["commands"].extend(takeover.hand_back(node, record, devices, physical))
+    except takeover.TakeoverError as exc:
+        result.update(failed=True, msg=f"giving the interfaces back failed: {exc}")
+        return result
+    takeover.forget(node, record)
+    result["given_back"] = sorted(m for m in managers if m)
     return result

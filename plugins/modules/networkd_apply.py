@@ -23,6 +23,24 @@ description:
   - Then, changed or not, waits up to O(wait_timeout) seconds until every interface of
     O(wait_for) reaches its state (C(systemd-networkd-wait-online)), and fails with their
     C(networkctl status) when one does not.
+  - Before changing anything, finds every other manager that claims one of the interfaces
+    of the units - netplan (its YAML, rendered for systemd-networkd or NetworkManager),
+    NetworkManager (devices it manages, connections that would apply), ifupdown (stanzas in
+    C(/etc/network/interfaces) and the files it sources), other C(.network)/C(.netdev) files
+    in C(/etc), C(/run) or C(/usr/lib) that networkd would apply before ours, and DHCP clients
+    (dhclient, dhcpcd, udhcpc) running on them. By default it fails with one message per
+    claim (file or connection, interface, how to resolve it) and changes nothing.
+  - With O(take_over), takes the interfaces over instead - NetworkManager leaves them
+    (C(/etc/NetworkManager/conf.d/90-n3x-unmanaged.conf)), netplan and ifupdown
+    configuration is backed up and rewritten without them (or moved aside), ifupdown brings
+    them down first, earlier networkd files are moved aside (C(/etc)) or masked (C(/run),
+    C(/usr/lib)), leftover DHCP clients are stopped. Every change is recorded in
+    O(state_dir) with the originals, for O(state=absent).
+  - The interface Ansible is connected through is only taken over when the profile names it
+    and O(take_over_connection) is set; otherwise the run stops first, saying so.
+  - O(state=absent) gives the interfaces back - removes the units and the module list,
+    restores every file the take-over changed (refusing when one changed since), deletes the
+    devices the units created and hands each interface to its manager again.
   - One module run for the whole step - each run costs seconds on a small board or an emulated
     lab VM.
 options:
@@ -51,13 +69,38 @@ options:
     description: Seconds to wait for O(wait_for).
     type: int
     default: 60
+  take_over:
+    description:
+      - Take the interfaces over from the other managers that claim them instead of failing.
+    type: bool
+    default: false
+  take_over_connection:
+    description:
+      - Also take over the interface Ansible is connected through, when the profile names it
+        and another manager claims it (the connection may drop).
+    type: bool
+    default: false
+  state:
+    description:
+      - V(present) installs and applies the units (taking over with O(take_over)).
+      - V(absent) removes them and gives the interfaces back to the managers the take-over
+        took them from (restores the backups of O(state_dir)).
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description: Where the take-over keeps its record and the original files (mode 0700).
+    type: path
+    default: /var/lib/n3x/networkd-takeover
 attributes:
   check_mode:
     support: full
-    details: Reports the files that would change; applies nothing and does not wait.
+    details: Reports the files that would change and every claim of another manager (failing like a real run would); applies nothing and does not wait.
   diff_mode:
     support: full
-    details: Unified text of each changed file others may read; only the name of any other (content is no_log).
+    details:
+      - Unified text of each changed file others may read; only the name of any other (content is no_log).
+      - The take-over's rewrites, moves, masks and its NetworkManager file included, by the same rule (a netplan file is mode 0600).
   platform:
     platforms: posix
 extends_documentation_fragment:
@@ -74,6 +117,16 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Take the interfaces over from netplan, NetworkManager or ifupdown, then apply
+  n3x.cluster.networkd_apply:
+    files: "{{ loaded.profile | n3x.cluster.networkd_files(inventory_hostname) }}"
+    take_over: true
+
+- name: Give the interfaces back (restore what the take-over moved aside)
+  n3x.cluster.networkd_apply:
+    files: "{{ loaded.profile | n3x.cluster.networkd_files(inventory_hostname) }}"
+    state: absent
+
 - name: Install, apply and wait for the node's network
   n3x.cluster.networkd_apply:
     files: "{{ loaded.profile | n3x.cluster.networkd_files(inventory_hostname) }}"
@@ -112,17 +165,50 @@ commands:
   type: list
   elements: str
   sample: [modprobe -a 8021q, systemctl start systemd-networkd.service, networkctl reload, networkctl reconfigure eth1]
+conflicts:
+  description: Every claim of another manager on the interfaces (manager, interface, source, message, action).
+  returned: always
+  type: list
+  elements: dict
+taken_over:
+  description: The take-over's steps (planned in check mode).
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: [back up and rewrite /etc/netplan/50-cloud-init.yaml without ethernets.eth1 (netplan), netplan generate]
+restored:
+  description: Files the give-back restores or removes.
+  returned: when O(state=absent)
+  type: list
+  elements: str
+given_back:
+  description: The managers the interfaces went back to.
+  returned: when O(state=absent)
+  type: list
+  elements: str
+connection_interfaces:
+  description:
+    - The interfaces Ansible's SSH connection comes in through, looked up only when another
+      manager claims an interface (empty otherwise, or when it cannot tell).
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: [eth0]
 wait_seconds:
   description: Seconds spent waiting for O(wait_for).
   returned: when O(wait_for) is given, not in check mode
   type: float
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import FILES_OPTION, FilesError
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_module import exit_with
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_networkd_apply import converge
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_network_claims import ClaimError, HostView, connection_interfaces
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_networkd_apply import converge, give_back
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_takeover import TakeoverError
 
 
 def main():
@@ -134,6 +220,10 @@ def main():
             "reconfigure": {"type": "list", "elements": "str", "default": []},
             "wait_for": {"type": "list", "elements": "str", "default": []},
             "wait_timeout": {"type": "int", "default": 60},
+            "take_over": {"type": "bool", "default": False},
+            "take_over_connection": {"type": "bool", "default": False},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "state_dir": {"type": "path", "default": "/var/lib/n3x/networkd-takeover"},
         },
         supports_check_mode=True,
     )
@@ -143,18 +233,25 @@ def main():
         return module.run_command(argv)
 
     try:
-        result = converge(
-            p["files"],
-            run,
-            kernel_modules=p["kernel_modules"],
-            reconfigure=p["reconfigure"],
-            wait_for=p["wait_for"],
-            wait_timeout=p["wait_timeout"],
-            unit_dir=p["unit_dir"],
-            check_mode=module.check_mode,
-            diff=module._diff,
-        )
-    except (FilesError, OSError, ValueError) as exc:
+        if p["state"] == "absent":
+            result = give_back(p["files"], run, unit_dir=p["unit_dir"], check_mode=module.check_mode, diff=module._diff, state_dir=p["state_dir"])
+        else:
+            result = converge(
+                p["files"],
+                run,
+                kernel_modules=p["kernel_modules"],
+                reconfigure=p["reconfigure"],
+                wait_for=p["wait_for"],
+                wait_timeout=p["wait_timeout"],
+                unit_dir=p["unit_dir"],
+                check_mode=module.check_mode,
+                diff=module._diff,
+                take_over=p["take_over"],
+                take_over_connection=p["take_over_connection"],
+                connected=lambda: connection_interfaces(HostView("/", run), os.getpid(), os.environ.get("SSH_CONNECTION")),
+                state_dir=p["state_dir"],
+            )
+    except (FilesError, ClaimError, TakeoverError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     exit_with(module, result)
 

@@ -32,21 +32,23 @@ class Node:
 
 
 def vlan_files(root, profile="vlans"):
+    """The node's files under root, which converge() takes as the node's / (dest): the files
+    go there and the detection of other managers reads only that tree."""
     loaded = load_profile(profile, str(PROFILES))[1]
     return networkd_files(loaded, "server-1", unit_dir=f"{root}/etc/systemd/network", modules_dir=f"{root}/etc/modules-load.d")
 
 
-def converge(files, node, **kw):
-    kw.setdefault("unit_dir", str(files[0]["path"]).rsplit("/", 1)[0])
+def converge(files, node, root, **kw):
+    kw.setdefault("unit_dir", f"{root}/etc/systemd/network")
     kw.setdefault("kernel_modules", ["8021q"])
     kw.setdefault("reconfigure", ["eth1"])
     kw.setdefault("wait_for", WAIT)
-    return nap.converge(files, node, dest="/", **kw)
+    return nap.converge(files, node, dest=str(root), **kw)
 
 
 def test_first_run_installs_applies_and_waits(tmp_path):
     node = Node(rcs={"systemctl is-enabled": 1})
-    result = converge(vlan_files(tmp_path), node)
+    result = converge(vlan_files(tmp_path), node, tmp_path)
     assert result["changed"]
     assert not result.get("failed")
     assert (tmp_path / "etc/systemd/network/30-n3x-eth1.200.netdev").read_text().startswith(GENERATED_MARKER)
@@ -67,9 +69,9 @@ def test_first_run_installs_applies_and_waits(tmp_path):
 
 def test_second_run_changes_nothing_and_only_waits(tmp_path):
     files = vlan_files(tmp_path)
-    converge(files, Node())
+    converge(files, Node(), tmp_path)
     node = Node()
-    result = converge(files, node)
+    result = converge(files, node, tmp_path)
     assert not result["changed"]
     assert result["written"] == result["removed"] == result["recreated"] == result["commands"] == []
     assert node.commands == [" ".join(nap.wait_argv(WAIT, 60))]
@@ -77,18 +79,18 @@ def test_second_run_changes_nothing_and_only_waits(tmp_path):
 
 def test_enabled_networkd_is_not_enabled_again(tmp_path):
     node = Node()
-    converge(vlan_files(tmp_path), node)
+    converge(vlan_files(tmp_path), node, tmp_path)
     assert "systemctl enable systemd-networkd.service" not in node.commands
 
 
 def test_only_changed_netdevs_are_recreated_and_stale_units_go(tmp_path):
-    converge(vlan_files(tmp_path), Node())
+    converge(vlan_files(tmp_path), Node(), tmp_path)
     # A flat profile drops both VLAN devices: their units go and the devices are deleted.
     files = vlan_files(tmp_path, "simple")
     hand_written = tmp_path / "etc/systemd/network/99-mine.network"
     hand_written.write_text("[Match]\nName=eth9\n")
     node = Node()
-    result = converge(files, node, kernel_modules=[], wait_for=["eth1:routable"])
+    result = converge(files, node, tmp_path, kernel_modules=[], wait_for=["eth1:routable"])
     assert result["recreated"] == ["eth1.100", "eth1.200"]
     removed = sorted(p.rsplit("/", 1)[1] for p in result["removed"])
     assert removed == [f"30-n3x-eth1.{vlan}.{kind}" for vlan in (100, 200) for kind in ("netdev", "network")]
@@ -98,21 +100,21 @@ def test_only_changed_netdevs_are_recreated_and_stale_units_go(tmp_path):
 
 def test_a_failing_step_stops_with_the_command_and_its_error(tmp_path):
     node = Node(rcs={"networkctl reload": 1})
-    result = converge(vlan_files(tmp_path), node)
+    result = converge(vlan_files(tmp_path), node, tmp_path)
     assert result["failed"]
     assert result["msg"] == "networkctl reload failed (rc 1): networkctl reload: error"
     assert not any("wait-online" in c for c in node.commands)
 
 
 def test_deleting_a_device_that_is_not_there_is_fine(tmp_path):
-    result = converge(vlan_files(tmp_path), Node(rcs={"ip link delete": 1}))
+    result = converge(vlan_files(tmp_path), Node(rcs={"ip link delete": 1}), tmp_path)
     assert not result.get("failed")
 
 
 def test_interfaces_that_do_not_come_up_fail_with_their_status(tmp_path):
     node = Node(rcs={"/lib/systemd/systemd-networkd-wait-online": 1}, outputs={"networkctl --no-pager": "eth1.200: no-carrier"})
     node.rcs["networkctl --no-pager"] = 0
-    result = converge(vlan_files(tmp_path), node, wait_timeout=5)
+    result = converge(vlan_files(tmp_path), node, tmp_path, wait_timeout=5)
     assert result["failed"]
     assert result["msg"] == "not configured within 5 s: eth1:carrier, eth1.200:routable, eth1.100:routable\neth1.200: no-carrier"
     assert node.commands[-1] == "networkctl --no-pager --lines=20 status eth1 eth1.200 eth1.100"
@@ -120,7 +122,7 @@ def test_interfaces_that_do_not_come_up_fail_with_their_status(tmp_path):
 
 def test_check_mode_reports_and_touches_nothing(tmp_path):
     node = Node()
-    result = converge(vlan_files(tmp_path), node, check_mode=True, diff=True)
+    result = converge(vlan_files(tmp_path), node, tmp_path, check_mode=True, diff=True)
     assert result["changed"]
     assert node.commands == []
     assert not (tmp_path / "etc").exists()
@@ -131,8 +133,8 @@ def test_check_mode_reports_and_touches_nothing(tmp_path):
 
 def test_diff_shows_only_files_that_change(tmp_path):
     files = vlan_files(tmp_path)
-    converge(files, Node())
-    assert converge(files, Node(), diff=True)["diff"] == []
+    converge(files, Node(), tmp_path)
+    assert converge(files, Node(), tmp_path, diff=True)["diff"] == []
 
 
 @pytest.mark.parametrize(
@@ -151,11 +153,11 @@ def test_other_n3x_files_beside_the_module_list_are_kept(tmp_path):
     # kernel_settings writes n3x-k3s.conf next to n3x-network.conf; pruning it would make
     # every converge rewrite both and reload networkd (found by k3s-prepare's idempotence).
     files = vlan_files(tmp_path)
-    converge(files, Node())
+    converge(files, Node(), tmp_path)
     k3s_modules = tmp_path / "etc/modules-load.d/n3x-k3s.conf"
     k3s_modules.write_text(f"{GENERATED_MARKER} (n3x-k3s)\nbr_netfilter\n")
     node = Node()
-    result = converge(files, node)
+    result = converge(files, node, tmp_path)
     assert not result["changed"]
     assert k3s_modules.exists()
     assert node.commands == [" ".join(nap.wait_argv(WAIT, 60))]
