@@ -1089,31 +1089,35 @@ def _unit_runs(host, unit, pid):
 
 
 def dhcp_claims(host, interfaces):
-    """DHCP clients on our interfaces. A client its manager (ifupdown, NetworkManager) runs
-    goes when that manager lets go; one started by hand is stopped; one that a service of
-    its own runs (it would come back at boot) or that also serves other interfaces is left
-    to the admin."""
-    claims = []
+    """DHCP clients on our interfaces, one claim per client (dhclient forks: the processes of
+    one client, unit and interfaces are one). A client its manager (ifupdown,
+    NetworkManager) runs goes when that manager lets go; one started by hand is stopped; one
+    that a service of its own runs (it would come back at boot) or that also serves other
+    interfaces is left to the admin."""
+    clients = {}
     for proc in dhcp_processes(host):
-        served = proc["interfaces"]
+        key = (proc["client"], tuple(proc["interfaces"] or ()), proc["interfaces"] is None, proc["unit"])
+        clients.setdefault(key, []).append(proc["pid"])
+    claims = []
+    for (client, served, every, unit), pids in clients.items():
+        owner = dhcp_owner(unit)
         for interface in interfaces:
-            if served is not None and interface not in served:
+            if not every and interface not in served:
                 continue
-            where = "every interface" if served is None else ", ".join(served)
-            owner = dhcp_owner(proc["unit"])
-            what = f"{proc['client']} (pid {proc['pid']}, {proc['unit'] or 'no unit'}) runs on {where}"
+            label = f"pid {pids[0]}" if len(pids) == 1 else f"pids {', '.join(map(str, pids))}"
+            what = f"{client} ({label}, {unit or 'no unit'}) runs on {'every interface' if every else ', '.join(served)}"
             if owner:
                 what += f"; {owner} started it"
-            if served is None or any(name not in interfaces for name in served):
+            if every or any(name not in interfaces for name in served):
                 action = None
                 resolve = f"stop it or configure it to leave {interface} alone (networkd_take_over never stops a client that serves other interfaces)"
-            elif not owner and _unit_runs(host, proc["unit"], proc["pid"]):
+            elif not owner and any(_unit_runs(host, unit, pid) for pid in pids):
                 action = None
-                resolve = f"stop and disable its service ('systemctl disable --now {proc['unit']}'), which would start it again at boot"
+                resolve = f"stop and disable its service ('systemctl disable --now {unit}'), which would start it again at boot"
             else:
                 action = "stop-dhcp"
-                resolve = f"stop it (kill {proc['pid']}{', or let ' + owner + ' go' if owner else ''}), or set networkd_take_over: true"
-            claims.append(Claim.of("DHCP client", interface, f"pid {proc['pid']}", what, resolve, action=action, pid=proc["pid"], owner=owner))
+                resolve = f"stop it (kill {' '.join(map(str, pids))}{', or let ' + owner + ' go' if owner else ''}), or set networkd_take_over: true"
+            claims.append(Claim.of("DHCP client", interface, label, what, resolve, action=action, pids=pids, owner=owner))
     return claims
 
 

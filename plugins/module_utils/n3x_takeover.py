@@ -282,8 +282,8 @@ def make_plan(claims, interfaces, connected, take_over, take_over_connection, vi
             plan.edits[path] = {"manager": claim.manager, "how": "move", "text": None}
         elif claim.action == "mask":
             plan.edits[f"{NETWORKD_ETC}/{os.path.basename(path)}"] = {"manager": claim.manager, "how": "mask", "text": None, "masks": path}
-        elif claim.action == "stop-dhcp" and claim.details["pid"] not in plan.dhcp:
-            plan.dhcp.append(claim.details["pid"])
+        elif claim.action == "stop-dhcp":
+            plan.dhcp.extend(pid for pid in claim.details["pids"] if pid not in plan.dhcp)
     if plan.refusals:
         return plan
     for path, ids in sorted(netplan_ids.items()):

@@ -247,6 +247,15 @@ def test_enabled_networkmanager_that_is_not_running_claims_by_its_connection_fil
     assert nc.nm_conf_value(nc.HostView(str(root)), "keyfile", "unmanaged-devices") == ["interface-name:eth0", "interface-name:eth1"]
 
 
+def test_networkmanagers_auto_connection_applies_to_the_nic_it_was_made_for(root):
+    sections = nc.parse_keyfile(fixture("wired-connection-1.nmconnection"))
+    assert nc.nm_connection_applies(sections, {"name": "eth1", "type": "ether"})
+    assert not nc.nm_connection_applies(sections, {"name": "eth2", "type": "ether"})
+    any_ethernet = {"connection": {"type": "ethernet"}}
+    assert nc.nm_connection_applies(any_ethernet, {"name": "eth2", "type": "ether"})
+    assert not nc.nm_connection_applies({"connection": {"type": "ethernet", "autoconnect": "false"}}, {"name": "eth2", "type": "ether"})
+
+
 def test_debian_networkmanager_leaves_ifupdown_interfaces_alone(root):
     runner = with_nm(root, running=False)
     write(root, "/etc/NetworkManager/system-connections/cluster.nmconnection", fixture("cluster.nmconnection"), 0o600)
@@ -386,7 +395,24 @@ def test_dhcp_client_command_lines(argv, expected):
 
 
 def test_dhcp_clients_on_the_nic_by_owner(root):
-    process(root, 412, ["dhclient", "-1", "-4", "eth1"], "/system.slice/system-ifup.slice/ifup@eth1.service")
+    # ifupdown 0.8.41 (no -1): dhclient forks, both processes stay in ifup@eth1.service.
+    dhclient = [
+        "dhclient",
+        "-4",
+        "-v",
+        "-i",
+        "-pf",
+        "/run/dhclient.eth1.pid",
+        "-lf",
+        "/var/lib/dhcp/dhclient.eth1.leases",
+        "-I",
+        "-df",
+        "/var/lib/dhcp/dhclient6.eth1.leases",
+        "eth1",
+    ]
+    process(root, 197, dhclient, "/system.slice/ifup@eth1.service")
+    process(root, 199, dhclient, "/system.slice/ifup@eth1.service")
+    process(root, 196, ["/bin/sh", "-c", 'CLIENT="-i";  dhclient -4 -v $CLIENT eth1'], "/system.slice/ifup@eth1.service")
     process(root, 500, ["busybox", "udhcpc", "-i", "eth1"], "/user.slice/user-0.slice/session-3.scope")
     process(root, 600, ["dhcpcd: [manager] [ip4] [ip6]"], "/system.slice/dhcpcd.service")
     process(root, 700, ["dhcpcd", "eth1.100"], "/system.slice/system-dhcpcd.slice/dhcpcd@eth1.100.service")
@@ -400,9 +426,10 @@ def test_dhcp_clients_on_the_nic_by_owner(root):
             "systemctl show --property=MainPID --value n3x-sshd.service": (0, "321\n", ""),
         }
     )
-    found = {(c.details["pid"], c.interface): c for c in claims(root, runner=runner)}
-    assert found[412, "eth1"].action == "stop-dhcp"
-    assert "dhclient (pid 412, ifup@eth1.service) runs on eth1; ifupdown started it" in found[412, "eth1"].message()
+    found = {(c.details["pids"][0], c.interface): c for c in claims(root, runner=runner)}
+    assert found[197, "eth1"].action == "stop-dhcp"
+    assert found[197, "eth1"].details["pids"] == [197, 199]
+    assert "eth1: DHCP client: pids 197, 199: dhclient (pids 197, 199, ifup@eth1.service) runs on eth1; ifupdown started it" in found[197, "eth1"].message()
     assert found[500, "eth1"].action == "stop-dhcp"
     # A client on every interface would be stopped on eth0 too; one with a unit of its own
     # would come back at boot: both are for the admin.

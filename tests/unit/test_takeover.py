@@ -57,7 +57,7 @@ def netplan_node(root):
 def ifupdown_node(root):
     write(root, "/sbin/ifup", "")
     write(root, "/etc/network/interfaces", fixture("interfaces-netinst"))
-    process(root, 412, ["dhclient", "-1", "-4", "-v", "-i", "-pf", "/run/dhclient.eth1.pid", "eth1"], "/system.slice/system-ifup.slice/ifup@eth1.service")
+    process(root, 412, ["dhclient", "-1", "-4", "-v", "-i", "-pf", "/run/dhclient.eth1.pid", "eth1"], "/system.slice/ifup@eth1.service")
 
 
 def nm_runner(root):
