@@ -30,6 +30,7 @@ SCENARIOS = [
     "bond-failover",
     "vlan-negative",
     "network-constraints",
+    "network-takeover",
     "k3s-prepare",
     "swupdate-ab-ota",
     "jetson-arm64",
