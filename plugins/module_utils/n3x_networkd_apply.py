@@ -6,6 +6,8 @@ Install the units (``n3x_files``), and only when one changed: load the kernel mo
 delete the devices whose ``.netdev`` changed (networkd does not change a bond's mode or a
 VLAN id in place), make sure networkd runs, reload it and reconfigure the profile's NICs.
 Then, changed or not, wait (bounded) until the profile's interfaces reach their states.
+Before all of it, other managers' claims on the interfaces (n3x_network_claims) stop the run
+or, with take_over, are taken over (n3x_takeover); give_back() undoes the take-over.
 
 One module run does all of it: each run costs seconds on a small board or a TCG guest
 (importing Ansible's module_utils alone takes 1.5 s of CPU there). Kept free of the
@@ -72,6 +74,41 @@ def _command_text(argv):
     return " ".join(argv)
 
 
+def _on_the_node(files, dest, unit_dir):
+    """(files, unit_dir) with the node's own paths (dest is its /), as the detection and the
+    take-over see them."""
+    return [{**item, "path": "/" + relative_path(dest, item["path"])} for item in files], "/" + relative_path(dest, unit_dir)
+
+
+def other_managers(files, run, dest, unit_dir, take_over=False, take_over_connection=False, connected=(), takeover_dir=takeover.STATE_DIR):
+    """(plan, node, fields): the other managers' claims on the units' interfaces, what the
+    take-over does about them, and the result fields saying so (failed and msg when it
+    refuses: by default on any claim, changing nothing). connected: the interfaces Ansible's
+    connection comes through, or a function that finds them (called only when there are
+    claims)."""
+    node_files, node_unit_dir = _on_the_node(files, dest, unit_dir)
+    view = HostView(dest, run)
+    node = takeover.Node(run, dest, takeover_dir)
+    claims = find_claims(view, node_files, node_unit_dir, GENERATED_MARKER)
+    interfaces = unit_interfaces(our_units(node_files, node_unit_dir))
+    connected = (connected() if callable(connected) else list(connected)) if claims else []
+    nm = nm_state(view) if claims and take_over else (False, False)
+    plan = takeover.make_plan(claims, interfaces, connected, take_over, take_over_connection, view, node, node.load_record(), nm)
+    fields = {"conflicts": [c.as_dict() for c in claims], "taken_over": [], "warnings": []}
+    if plan.refusals:
+        if take_over:
+            intro = f"{len(plan.refusals)} problem(s) with other network managers on this node; nothing was changed"
+        else:
+            intro = (
+                f"other network managers claim the profile's interfaces ({len(plan.refusals)}); nothing was changed. "
+                "Resolve each, or set networkd_take_over: true to take them over"
+            )
+        fields.update(failed=True, msg=intro + ":\n- " + "\n- ".join(plan.refusals))
+    else:
+        fields.update(taken_over=takeover.describe(plan), warnings=list(plan.warnings))
+    return plan, node, fields
+
+
 def converge(
     files,
     run,
@@ -87,52 +124,29 @@ def converge(
     take_over=False,
     take_over_connection=False,
     connected=(),
-    state_dir=takeover.STATE_DIR,
+    takeover_dir=takeover.STATE_DIR,
     sleep=time.sleep,
 ):
-    """Find other managers' claims, take over or refuse, install, apply on change, wait.
-    Returns the module result (failed and msg on failure).
+    """Refuse other managers' claims or take the interfaces over (other_managers), install,
+    apply on change, wait. Returns the module result (failed and msg on failure).
 
     Stale n3x files are pruned from unit_dir only: the module list's directory is shared
-    with other n3x steps (kernel_settings). connected: the interfaces Ansible's connection
-    comes through, or a function that finds them (called only when there are claims).
+    with other n3x steps (kernel_settings).
     """
-    # The detection and the take-over see the node's paths (dest is its /).
-    node_files = [{**item, "path": "/" + relative_path(dest, item["path"])} for item in files]
-    node_unit_dir = "/" + relative_path(dest, unit_dir)
-    view = HostView(dest, run)
-    node = takeover.Node(run, dest, state_dir)
-    claims = find_claims(view, node_files, node_unit_dir, GENERATED_MARKER)
-    interfaces = unit_interfaces(our_units(node_files, node_unit_dir))
-    # Which interface Ansible comes in through matters only when something claims ours.
-    connected = (connected() if callable(connected) else list(connected)) if claims else []
-    nm = nm_state(view) if claims and take_over else (False, False)
-    plan = takeover.make_plan(claims, interfaces, connected, take_over, take_over_connection, view, node, node.load_record(), nm)
-    result = {
-        "changed": False,
-        "written": [],
-        "chmod": [],
-        "removed": [],
-        "recreated": [],
-        "commands": [],
-        "conflicts": [c.as_dict() for c in claims],
-        "taken_over": [],
-    }
-    if plan.refusals:
-        if take_over:
-            intro = f"{len(plan.refusals)} problem(s) with other network managers on this node; nothing was changed"
-        else:
-            intro = (
-                f"other network managers claim the profile's interfaces ({len(plan.refusals)}); nothing was changed. "
-                "Resolve each, or set networkd_take_over: true to take them over"
-            )
-        result.update(failed=True, msg=intro + ":\n- " + "\n- ".join(plan.refusals))
-        return result
-    result["warnings"] = list(plan.warnings)
-    result["taken_over"] = takeover.describe(plan)
+    plan, node, managers = other_managers(files, run, dest, unit_dir, take_over, take_over_connection, connected, takeover_dir)
+    if managers.get("failed"):
+        return {"changed": False, "written": [], "chmod": [], "removed": [], "recreated": [], "commands": [], **managers}
     planned = plan_files(dest, files, prune=[unit_dir])
     to_write, to_chmod, to_remove = planned
-    result.update(changed=bool(to_write or to_chmod or to_remove or plan.changes), written=to_write, chmod=to_chmod, removed=to_remove)
+    result = {
+        "changed": bool(to_write or to_chmod or to_remove or plan.changes),
+        "written": to_write,
+        "chmod": to_chmod,
+        "removed": to_remove,
+        "recreated": [],
+        "commands": [],
+        **managers,
+    }
     if planned.kept:
         result["warnings"] += kept_warnings(dest, planned.kept)
     if diff:
@@ -143,9 +157,11 @@ def converge(
         try:
             result["commands"].extend(takeover.take_over(plan, node, clock=clock, sleep=sleep))
         except takeover.TakeoverError as exc:
-            result.update(failed=True, msg=f"taking the interfaces over failed: {exc} (what was done so far is in {state_dir}/record.json)")
+            result.update(failed=True, msg=f"taking the interfaces over failed: {exc} (what was done so far is in {takeover_dir}/record.json)")
             return result
     apply_files(dest, files, prune=[unit_dir], planned=planned)
+    # After a take-over networkd applies our units although none changed (the files that
+    # matched before ours are gone).
     if to_write or to_remove or plan.changes:
         result["recreated"] = recreated_devices(to_write + to_remove)
         enabled = run(["systemctl", "is-enabled", "--quiet", NETWORKD])[0] == 0
@@ -176,12 +192,11 @@ def _holds(path, content):
         return handle.read(len(content.encode("utf-8")) + 1) == content.encode("utf-8")
 
 
-def give_back(files, run, unit_dir="/etc/systemd/network", dest="/", check_mode=False, diff=False, state_dir=takeover.STATE_DIR):
+def give_back(files, run, unit_dir="/etc/systemd/network", dest="/", check_mode=False, diff=False, takeover_dir=takeover.STATE_DIR):
     """Remove the node's n3x network files and give its interfaces back: restore what the
     take-over moved aside (the record), and hand each interface to its manager again."""
-    node = takeover.Node(run, dest, state_dir)
-    node_files = [{**item, "path": "/" + relative_path(dest, item["path"])} for item in files]
-    node_unit_dir = "/" + relative_path(dest, unit_dir)
+    node = takeover.Node(run, dest, takeover_dir)
+    node_files, node_unit_dir = _on_the_node(files, dest, unit_dir)
     steps, refusals, record = takeover.give_back_plan(node)
     result = {"changed": False, "removed": [], "restored": [], "commands": [], "given_back": []}
     if refusals:

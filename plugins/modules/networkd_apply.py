@@ -234,7 +234,7 @@ def main():
 
     try:
         if p["state"] == "absent":
-            result = give_back(p["files"], run, unit_dir=p["unit_dir"], check_mode=module.check_mode, diff=module._diff, state_dir=p["state_dir"])
+            result = give_back(p["files"], run, unit_dir=p["unit_dir"], check_mode=module.check_mode, diff=module._diff, takeover_dir=p["state_dir"])
         else:
             result = converge(
                 p["files"],
@@ -249,7 +249,7 @@ def main():
                 take_over=p["take_over"],
                 take_over_connection=p["take_over_connection"],
                 connected=lambda: connection_interfaces(HostView("/", run), os.getpid(), os.environ.get("SSH_CONNECTION")),
-                state_dir=p["state_dir"],
+                takeover_dir=p["state_dir"],
             )
     except (FilesError, ClaimError, TakeoverError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc))

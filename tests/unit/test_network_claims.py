@@ -356,28 +356,28 @@ def test_include_loops_end(root):
 
 # ------------------------------------------------------------------ DHCP clients --------
 
+# dhclient as ifupdown 0.8.41 starts it for `iface eth1 inet dhcp` (ps in the lab VM).
+IFUPDOWN_DHCLIENT = [
+    "dhclient",
+    "-4",
+    "-v",
+    "-i",
+    "-pf",
+    "/run/dhclient.eth1.pid",
+    "-lf",
+    "/var/lib/dhcp/dhclient.eth1.leases",
+    "-I",
+    "-df",
+    "/var/lib/dhcp/dhclient6.eth1.leases",
+    "eth1",
+]
+
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (
-            [
-                "dhclient",
-                "-1",
-                "-4",
-                "-v",
-                "-i",
-                "-pf",
-                "/run/dhclient.eth1.pid",
-                "-lf",
-                "/var/lib/dhcp/dhclient.eth1.leases",
-                "-I",
-                "-df",
-                "/var/lib/dhcp/dhclient6.eth1.leases",
-                "eth1",
-            ],
-            ("dhclient", ["eth1"]),
-        ),
+        ([IFUPDOWN_DHCLIENT[0], "-1", *IFUPDOWN_DHCLIENT[1:]], ("dhclient", ["eth1"])),
+        (IFUPDOWN_DHCLIENT, ("dhclient", ["eth1"])),
         (["/sbin/dhclient"], ("dhclient", None)),
         (["dhcpcd: [manager] [ip4] [ip6]"], ("dhcpcd", None)),
         (["dhcpcd: eth1 [ip4]"], ("dhcpcd", ["eth1"])),
@@ -396,20 +396,7 @@ def test_dhcp_client_command_lines(argv, expected):
 
 def test_dhcp_clients_on_the_nic_by_owner(root):
     # ifupdown 0.8.41 (no -1): dhclient forks, both processes stay in ifup@eth1.service.
-    dhclient = [
-        "dhclient",
-        "-4",
-        "-v",
-        "-i",
-        "-pf",
-        "/run/dhclient.eth1.pid",
-        "-lf",
-        "/var/lib/dhcp/dhclient.eth1.leases",
-        "-I",
-        "-df",
-        "/var/lib/dhcp/dhclient6.eth1.leases",
-        "eth1",
-    ]
+    dhclient = IFUPDOWN_DHCLIENT
     process(root, 197, dhclient, "/system.slice/ifup@eth1.service")
     process(root, 199, dhclient, "/system.slice/ifup@eth1.service")
     process(root, 196, ["/bin/sh", "-c", 'CLIENT="-i";  dhclient -4 -v $CLIENT eth1'], "/system.slice/ifup@eth1.service")
