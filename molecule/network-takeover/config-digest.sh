@@ -1,6 +1,7 @@
 #!/bin/sh
-# sha256 of every network manager's configuration on the node (and the files netplan
-# renders), one line per file or symlink: what "nothing changed" and "restored" compare.
+# sha256, mode and owner of every network manager's configuration file on the node (and the
+# files netplan renders), one line per file or symlink: what "nothing changed" and
+# "restored" compare.
 set -eu
 for dir in /etc/netplan /etc/network /etc/NetworkManager /etc/systemd/network /run/systemd/network /etc/modules-load.d /var/lib/n3x; do
   [ -d "$dir" ] || continue
@@ -8,7 +9,7 @@ for dir in /etc/netplan /etc/network /etc/NetworkManager /etc/systemd/network /r
     if [ -L "$path" ]; then
       echo "link $(readlink "$path") $path"
     else
-      echo "$(sha256sum < "$path" | cut -d' ' -f1) $(stat -c %a "$path") $path"
+      echo "$(sha256sum < "$path" | cut -d' ' -f1) $(stat -c '%a %U:%G' "$path") $path"
     fi
   done
 done
