@@ -918,7 +918,7 @@ def ifupdown_installed(host):
 def _names_interface(stanza, interface, links):
     for name in stanza.names:
         if name.startswith("/"):
-            variable, _, value = name[1:].partition("/") if name.count("/") > 1 else ("", "", name[1:])
+            variable, value = name[1:].split("/", 1) if name.count("/") > 1 else ("", name[1:])
             value = value.split("=", 1)[0].split("/", 1)[0]
             if not variable and fnmatch.fnmatchcase(interface, value):
                 return True
