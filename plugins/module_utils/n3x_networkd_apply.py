@@ -15,6 +15,7 @@ injected ``run(argv) -> (rc, stdout, stderr)``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -25,6 +26,11 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import kept_
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import plan as plan_files
 
 WAIT_ONLINE = "/lib/systemd/systemd-networkd-wait-online"
+# Exists from before the units change until networkd has taken them: a run interrupted in
+# between (Ctrl-C, a lost connection) leaves it, and the next run applies the units although
+# none changes then. In /run: after a reboot networkd reads the units anyway.
+STATE_DIR = "/run/n3x"
+PENDING_MARKER = "networkd-apply.pending"
 NETWORKD = "systemd-networkd.service"
 # n3x_networkd names a device's unit NN-n3x-DEVICE.netdev.
 _NETDEV_FILE = re.compile(r"\d+-n3x-(.+)\.netdev")
@@ -56,6 +62,19 @@ def apply_steps(kernel_modules, devices, reconfigure, enable=False):
     return steps
 
 
+def _pending_devices(marker):
+    """Devices an interrupted run had still to recreate (its marker), or None: no marker."""
+    try:
+        with open(marker) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    try:
+        return [str(name) for name in json.loads(text)["recreate"]]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
 def wait_argv(interfaces, timeout):
     return [WAIT_ONLINE, f"--timeout={int(timeout)}", *(f"--interface={name}" for name in interfaces)]
 
@@ -81,6 +100,7 @@ def converge(
     check_mode=False,
     diff=False,
     clock=time.monotonic,
+    state_dir=STATE_DIR,
 ):
     """Install, apply on change, wait. Returns the module result (failed and msg on failure).
 
@@ -89,16 +109,31 @@ def converge(
     """
     planned = plan_files(dest, files, prune=[unit_dir])
     to_write, to_chmod, to_remove = planned
-    result = {"changed": bool(to_write or to_chmod or to_remove), "written": to_write, "chmod": to_chmod, "removed": to_remove, "recreated": [], "commands": []}
+    pending = os.path.join(state_dir, PENDING_MARKER)
+    interrupted = _pending_devices(pending)
+    apply_units = bool(to_write or to_remove) or interrupted is not None
+    result = {
+        "changed": bool(to_write or to_chmod or to_remove) or interrupted is not None,
+        "written": to_write,
+        "chmod": to_chmod,
+        "removed": to_remove,
+        "recreated": [],
+        "commands": [],
+        "resumed": interrupted is not None,
+    }
     if planned.kept:
         result["warnings"] = kept_warnings(dest, planned.kept)
     if diff:
         result["diff"] = file_diffs(dest, files, to_write + to_remove)
     if check_mode:
         return result
+    if apply_units:
+        result["recreated"] = sorted(set(recreated_devices(to_write + to_remove)) | set(interrupted or ()))
+        os.makedirs(os.path.dirname(pending), exist_ok=True)
+        with open(pending, "w") as marker:
+            json.dump({"recreate": result["recreated"]}, marker)
     apply_files(dest, files, prune=[unit_dir], planned=planned)
-    if to_write or to_remove:
-        result["recreated"] = recreated_devices(to_write + to_remove)
+    if apply_units:
         enabled = run(["systemctl", "is-enabled", "--quiet", NETWORKD])[0] == 0
         for argv, must_succeed in apply_steps(kernel_modules, result["recreated"], reconfigure, enable=not enabled):
             rc, out, err = run(argv)
@@ -106,6 +141,7 @@ def converge(
             if rc != 0 and must_succeed:
                 result.update(failed=True, msg=f"{_command_text(argv)} failed (rc {rc}): {(err or out).strip()}")
                 return result
+        os.unlink(pending)
     if wait_for:
         started = clock()
         rc, _out, err = run(wait_argv(wait_for, wait_timeout))

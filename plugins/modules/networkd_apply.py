@@ -20,6 +20,9 @@ description:
     bond's mode nor a VLAN id in place), enables systemd-networkd if it is not, starts it,
     runs C(networkctl reload) and C(networkctl reconfigure) on O(reconfigure). A run with
     nothing to change leaves every link alone.
+  - A run interrupted after the files changed but before networkd took them (Ctrl-C, a lost
+    connection) leaves C(/run/n3x/networkd-apply.pending); the next run then applies the
+    units although none changes, and reports RV(resumed).
   - Then, changed or not, waits up to O(wait_timeout) seconds until every interface of
     O(wait_for) reaches its state (C(systemd-networkd-wait-online)), and fails with their
     C(networkctl status) when one does not.
@@ -106,6 +109,10 @@ recreated:
   type: list
   elements: str
   sample: [bond0]
+resumed:
+  description: Whether this run finished the apply of a run that was interrupted.
+  returned: always
+  type: bool
 commands:
   description: Commands run to apply the change (none when nothing changed).
   returned: always

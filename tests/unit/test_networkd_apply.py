@@ -38,6 +38,7 @@ def vlan_files(root, profile="vlans"):
 
 def converge(files, node, **kw):
     kw.setdefault("unit_dir", str(files[0]["path"]).rsplit("/", 1)[0])
+    kw.setdefault("state_dir", str(files[0]["path"]).split("/etc/", 1)[0] + "/run/n3x")
     kw.setdefault("kernel_modules", ["8021q"])
     kw.setdefault("reconfigure", ["eth1"])
     kw.setdefault("wait_for", WAIT)
@@ -159,3 +160,54 @@ def test_other_n3x_files_beside_the_module_list_are_kept(tmp_path):
     assert not result["changed"]
     assert k3s_modules.exists()
     assert node.commands == [" ".join(nap.wait_argv(WAIT, 60))]
+
+
+class Interrupt(Node):
+    """A node whose run is interrupted (Ctrl-C, lost connection) at the first command starting so."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def __call__(self, argv):
+        if " ".join(argv).startswith(self.at):
+            raise KeyboardInterrupt
+        return super().__call__(argv)
+
+
+@pytest.mark.parametrize("at", ["modprobe", "ip link delete eth1.200", "networkctl reload"])
+def test_a_run_interrupted_before_networkd_took_the_units_is_resumed(tmp_path, at):
+    files = vlan_files(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        converge(files, Interrupt(at))
+    assert (tmp_path / "run/n3x" / nap.PENDING_MARKER).exists()
+    # The units are in place now, so nothing changes on disk; the apply must still happen.
+    node = Node()
+    result = converge(files, node)
+    assert result["changed"]
+    assert result["resumed"]
+    assert result["written"] == []
+    assert result["recreated"] == ["eth1.100", "eth1.200"]
+    assert "networkctl reload" in node.commands
+    assert not (tmp_path / "run/n3x" / nap.PENDING_MARKER).exists()
+    assert not converge(files, Node())["changed"]
+
+
+def test_a_failed_apply_is_tried_again_by_the_next_run(tmp_path):
+    files = vlan_files(tmp_path)
+    assert converge(files, Node(rcs={"networkctl reload": 1}))["failed"]
+    node = Node()
+    result = converge(files, node)
+    assert result["resumed"]
+    assert not result.get("failed")
+    assert "networkctl reload" in node.commands
+
+
+def test_check_mode_reports_a_pending_apply_and_keeps_it(tmp_path):
+    files = vlan_files(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        converge(files, Interrupt("networkctl reload"))
+    node = Node()
+    assert converge(files, node, check_mode=True)["changed"]
+    assert node.commands == []
+    assert (tmp_path / "run/n3x" / nap.PENDING_MARKER).exists()
