@@ -18,7 +18,10 @@ description:
   - Only when a file was written or removed, applies the change - loads O(kernel_modules)
     (C(modprobe -a)), deletes each device whose C(.netdev) changed (networkd changes neither a
     bond's mode nor a VLAN id in place), enables systemd-networkd if it is not, starts it,
-    runs C(networkctl reload) and C(networkctl reconfigure) on O(reconfigure). A run with
+    runs C(networkctl reload), and C(networkctl reconfigure) on those of O(reconfigure) that the
+    reload leaves alone (their own C(.network) is unchanged, such as the members of a recreated
+    bond). A link is never configured twice in a row, since that restarts its DHCP client, and
+    systemd-networkd 252 can then lose the address of the lease it acquires again. A run with
     nothing to change leaves every link alone.
   - A run interrupted after the files changed but before networkd took them (Ctrl-C, a lost
     connection) leaves C(/run/n3x/networkd-apply.pending); the next run then applies the
@@ -41,7 +44,9 @@ options:
     elements: str
     default: []
   reconfigure:
-    description: Physical interfaces to reconfigure when a file changed.
+    description: >-
+      Physical interfaces to configure again when a file changed; those whose own C(.network)
+      changed are configured by C(networkctl reload) already and skipped.
     type: list
     elements: str
     default: []
