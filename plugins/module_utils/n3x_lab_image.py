@@ -472,6 +472,14 @@ class ImageError(Exception):
     """Raised with a message meant for the user."""
 
 
+class CommandFailed(ImageError):
+    """A build step exited with an error (its output is in the build log)."""
+
+    def __init__(self, argv, returncode, log_path):
+        super().__init__(f"command failed (exit {returncode}): {' '.join(argv)}; see {log_path}")
+        self.program, self.returncode = os.path.basename(argv[0]), returncode
+
+
 def require_tools(tools):
     """Fail naming the Debian package of each missing host tool."""
     missing = [t for t in tools if shutil.which(t) is None]
@@ -838,7 +846,7 @@ def _run(argv, log):
         end_process(proc, STEP_GRACE_SECONDS)
         raise
     if returncode != 0:
-        raise ImageError(f"command failed (exit {returncode}): {' '.join(argv)}; see {log.name}")
+        raise CommandFailed(argv, returncode, log.name)
 
 
 def end_process(proc, grace):
@@ -926,10 +934,11 @@ def _no_space_hint(cache_dir, exc, log_path):
         return None
     free_mib = st.f_bavail * st.f_frsize // (1024 * 1024)
     if getattr(exc, "errno", None) == errno.ENOSPC or free_mib < FULL_MIB or _says_no_space(log_path):
+        step = f"{exc.program} exited with {exc.returncode}" if isinstance(exc, CommandFailed) else str(exc)
         return ImageError(
             f"no space left in {cache_dir} while building the image ({free_mib} MiB free; a lab image build "
             f"needs about {BUILD_SPACE_GIB} GiB there): free some space or choose another cache directory "
-            f"(lab_image_cache_dir). Nothing of the build is kept but its log, {log_path}. ({exc})"
+            f"(lab_image_cache_dir). Nothing of the build is kept but its log, {log_path} ({step})."
         )
     return None
 

@@ -118,14 +118,22 @@ def test_a_full_cache_gets_one_clear_error(tmp_path, monkeypatch):
         f_bavail, f_frsize = 10, 4096
 
     monkeypatch.setattr(img.os, "statvfs", lambda _path: Full())
-    error = img._no_space_hint(str(tmp_path), img.ImageError("command failed (exit 1): mkfs.ext4 ..."), "/c/k.build.log")
+    error = img._no_space_hint(str(tmp_path), img.CommandFailed(["/sbin/mkfs.ext4", "-q", "root.img"], 1, "/c/k.build.log"), "/c/k.build.log")
     assert error is not None
     assert str(error).startswith(f"no space left in {tmp_path} while building the image (0 MiB free")
-    assert "/c/k.build.log" in str(error)
+    assert str(error).endswith("its log, /c/k.build.log (mkfs.ext4 exited with 1).")
 
 
 def test_a_failure_with_room_left_is_not_called_a_full_disk(tmp_path):
-    assert img._no_space_hint(str(tmp_path), img.ImageError("command failed"), "log") is None
+    assert img._no_space_hint(str(tmp_path), img.ImageError("command failed"), str(tmp_path / "log")) is None
+
+
+def test_a_step_that_reported_enospc_is_a_full_disk_though_it_freed_its_files(tmp_path):
+    log = tmp_path / "k.build.log"
+    log.write_text("+ mmdebstrap ...\nE: write error: No space left on device\n")
+    error = img._no_space_hint(str(tmp_path), img.CommandFailed(["mmdebstrap"], 25, str(log)), str(log))
+    assert error is not None
+    assert "(mmdebstrap exited with 25)" in str(error)
 
 
 def test_stale_build_probe_does_not_keep_the_lock(tmp_path):
