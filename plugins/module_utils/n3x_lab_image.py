@@ -932,13 +932,14 @@ def _no_space_hint(cache_dir, exc, log_path):
         st = os.statvfs(cache_dir)
     except OSError:
         return None
-    free_mib = st.f_bavail * st.f_frsize // (1024 * 1024)
-    if getattr(exc, "errno", None) == errno.ENOSPC or free_mib < FULL_MIB or _says_no_space(log_path):
+    mib = st.f_frsize / (1024 * 1024)
+    if getattr(exc, "errno", None) == errno.ENOSPC or st.f_bavail * mib < FULL_MIB or _says_no_space(log_path):
         step = f"{exc.program} exited with {exc.returncode}" if isinstance(exc, CommandFailed) else str(exc)
         return ImageError(
-            f"no space left in {cache_dir} while building the image ({free_mib} MiB free; a lab image build "
-            f"needs about {BUILD_SPACE_GIB} GiB there): free some space or choose another cache directory "
-            f"(lab_image_cache_dir). Nothing of the build is kept but its log, {log_path} ({step})."
+            f"no space left in {cache_dir} while building the image (its filesystem holds {st.f_blocks * mib:.0f} MiB "
+            f"and had {st.f_bavail * mib:.0f} MiB free then; a lab image build needs about {BUILD_SPACE_GIB} GiB): "
+            f"free some space or choose another cache directory (lab_image_cache_dir). Nothing of the build is kept "
+            f"but its log, {log_path} ({step})."
         )
     return None
 

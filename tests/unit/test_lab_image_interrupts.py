@@ -115,12 +115,12 @@ def test_an_interrupted_step_may_clean_up_before_it_is_killed(tmp_path, monkeypa
 
 def test_a_full_cache_gets_one_clear_error(tmp_path, monkeypatch):
     class Full:
-        f_bavail, f_frsize = 10, 4096
+        f_bavail, f_blocks, f_frsize = 10, 16384, 4096
 
     monkeypatch.setattr(img.os, "statvfs", lambda _path: Full())
     error = img._no_space_hint(str(tmp_path), img.CommandFailed(["/sbin/mkfs.ext4", "-q", "root.img"], 1, "/c/k.build.log"), "/c/k.build.log")
     assert error is not None
-    assert str(error).startswith(f"no space left in {tmp_path} while building the image (0 MiB free")
+    assert str(error).startswith(f"no space left in {tmp_path} while building the image (its filesystem holds 64 MiB and had 0 MiB free then;")
     assert str(error).endswith("its log, /c/k.build.log (mkfs.ext4 exited with 1).")
 
 
