@@ -12,7 +12,9 @@
   failure, the build log the error names; no mount, no process.
 
 Each boots real QEMU or runs a real mmdebstrap: run them under the VM lock like the
-scenarios (scripts/test runs them with the scenarios, 2.5 minutes in all at a load of 5).
+scenarios. scripts/test runs them after the scenarios and never spread over -j N workers:
+the Molecule one interrupts l1-vm-boot in that scenario's lab, which is shared by name
+(2.5 minutes in all at a load of 5).
 """
 
 import glob
