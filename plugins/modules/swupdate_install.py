@@ -21,7 +21,14 @@ description:
     which may already name the other slot after an earlier install).
   - swupdate verifies the bundle's CMS signature with O(public_key), every image's sha256
     and the hardware compatibility (C(/etc/hwrevision) or O(hardware)); a bundle that fails
-    any check fails this task and nothing is written.
+    any check fails this task and nothing is written. After writing, the bundle's readback
+    script compares the slot with the sha256 of the image (what was written).
+  - A delta bundle (M(n3x.cluster.swupdate_bundle) with O(n3x.cluster.swupdate_bundle#module:images[].delta_base))
+    rebuilds the slot from the chunks of the running slot plus the chunks it lacks, fetched
+    with HTTP range requests. A bundle file whose delta was made against another image than
+    the one the running slot holds (C(rootfs_<slot>_image) in grubenv) is refused before
+    swupdate starts; the bundle's own preinstall script refuses it too, before any image is
+    written (for O(url) and for swupdate run by hand).
   - swupdate 2022.12 (Debian bookworm) has a start-up race in C(-i) - its client may read
     the installer's IDLE state, log success, exit 1 and end the install it started. Such a
     run proves nothing, so it is run again (up to O(attempts) runs); every run is a complete
@@ -51,6 +58,15 @@ options:
     description: swupdate's bootloader interface (C(-B)).
     type: str
     default: grub
+  aes_key:
+    description:
+      - Key file that decrypts encrypted images (C(swupdate -K)) - C(<key hex> <iv hex>), mode
+        C(0600). Only its path reaches swupdate's command line.
+    type: path
+  grubenv:
+    description: The GRUB environment the device boots with, read for the delta base check.
+    type: path
+    default: /boot/grub/grubenv
   tmpdir:
     description:
       - Directory for swupdate's sockets and its copy of each image (C(TMPDIR)); created
@@ -103,7 +119,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 outcome:
-  description: C(successful), C(failed) or C(interrupted) (swupdate's start-up race struck every run).
+  description:
+    - C(successful), C(failed), C(interrupted) (swupdate's start-up race struck every run) or
+      C(refused) (checked before swupdate ran - a delta for another base, an unreadable key;
+      nothing was written).
   returned: always
   type: str
   sample: successful
@@ -117,6 +136,15 @@ active_slot:
   returned: always
   type: str
   sample: a
+version:
+  description: The version the bundle's C(sw-description) gives (bundle files only).
+  returned: when a bundle file was given
+  type: str
+  sample: 2.0.0
+delta_base:
+  description: For a delta, the sha256 of the image it was made against (and that the running slot holds).
+  returned: when the bundle file is a delta
+  type: str
 selection:
   description: The C(swupdate -e) argument used.
   returned: always
@@ -153,6 +181,8 @@ def main():
             "public_key": {"type": "path", "default": swu.DEFAULT_PUBLIC_KEY, "no_log": False},
             "hardware": {"type": "str"},
             "bootloader": {"type": "str", "default": "grub"},
+            "aes_key": {"type": "path", "no_log": False},
+            "grubenv": {"type": "path", "default": "/boot/grub/grubenv"},
             "tmpdir": {"type": "path", "default": swu.DEFAULT_TMPDIR},
             "attempts": {"type": "int", "default": 5},
             "timeout": {"type": "int", "default": 1800},
@@ -178,6 +208,7 @@ def main():
             hardware=p["hardware"],
             check=check and bool(p["bundle"]),
             swupdate=swupdate,
+            aes_key=p["aes_key"],
         )
     except swu.SwupdateError as exc:
         module.fail_json(msg=str(exc))
@@ -186,6 +217,19 @@ def main():
         module.fail_json(msg=f"slot {slot} is the running system's; install to the inactive slot", outcome="failed", **result)
     if p["bundle"] and not os.path.isfile(p["bundle"]):
         module.fail_json(msg=f"bundle {p['bundle']} not found", outcome="failed", **result)
+    try:
+        if p["aes_key"]:
+            swu.check_private_key(p["aes_key"], "AES key")
+        if p["bundle"]:
+            text = swu.bundle_description(p["bundle"])
+            result["version"] = swu.bundle_version(text)
+            if swu.delta_bases(text):
+                with open(p["grubenv"], errors="replace") as handle:
+                    grubenv = swu.parse_grubenv(handle.read(4096))
+                # The delta's source is the slot the node runs (the other one).
+                result["delta_base"] = swu.check_delta_base(text, grubenv, swu.inactive_slot(slot))
+    except (swu.SwupdateError, OSError) as exc:
+        module.fail_json(msg=str(exc), outcome="refused", **result)
     if check and p["url"]:
         module.exit_json(outcome="skipped", **result)
     os.makedirs(p["tmpdir"], mode=0o700, exist_ok=True)
