@@ -918,6 +918,54 @@ def bundle_scripts(slots, root, preserve):
     return scripts
 
 
+# --- the health check an updated slot must pass -------------------------------------
+
+CONFIRM_CONF = "/etc/n3x/boot-confirm.conf"
+_INTERFACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}")
+
+
+def confirm_config(timeout=120, interfaces="auto", k3s="auto", command=""):
+    """Text of /etc/n3x/boot-confirm.conf, which the A/B image's n3x-boot-confirm reads.
+
+    interfaces: 'auto' (every Name= of the node's networkd units), 'none', or a list of
+    names; k3s: auto (where enabled), yes or no; command: a shell command that must succeed.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
+        raise SwupdateError(f"health_check.timeout {timeout!r} must be 1 to 3600 seconds")
+    if isinstance(interfaces, str):
+        if interfaces not in ("auto", "none"):
+            raise SwupdateError(f"health_check.interfaces {interfaces!r} must be auto, none or a list of interface names")
+        names = interfaces
+    else:
+        bad = [name for name in interfaces or [] if not _INTERFACE.fullmatch(str(name)) or str(name) in (".", "..")]
+        if bad or not interfaces:
+            raise SwupdateError(f"health_check.interfaces: {bad[0]!r} is not an interface name" if bad else "health_check.interfaces is empty")
+        names = " ".join(interfaces)
+    if k3s not in ("auto", "yes", "no"):
+        raise SwupdateError(f"health_check.k3s {k3s!r} must be auto, yes or no")
+    if any(char in str(command) for char in "\n\r\0"):
+        raise SwupdateError("health_check.command must be one line")
+    return f"# n3x: the health check an updated slot must pass before it is confirmed\ntimeout={timeout}\ninterfaces={names}\nk3s={k3s}\ncheck={command}\n"
+
+
+def write_confirm_config(text, path=CONFIRM_CONF):
+    """Write the health check config atomically (mode 0644); True when it changed."""
+    try:
+        with open(path) as handle:
+            if handle.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".boot-confirm.")
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    return True
+
+
 # --- bundle --------------------------------------------------------------------------
 
 

@@ -67,6 +67,32 @@ options:
     description: The GRUB environment the device boots with, read for the delta base check.
     type: path
     default: /boot/grub/grubenv
+  health_check:
+    description:
+      - The health check the updated slot must pass before it confirms itself (the A/B
+        image's C(n3x-boot-confirm)), written to C(/etc/n3x/boot-confirm.conf) before the
+        install; bundles carry that file into the new slot. Omitted - the file stays as it is.
+    type: dict
+    suboptions:
+      timeout:
+        description: Seconds the new slot has to become healthy; then it goes back to the old slot.
+        type: int
+        default: 120
+      interfaces:
+        description:
+          - Interfaces systemd-networkd must have configured - C(auto) (every C(Name=) of the
+            node's networkd units), C(none), or a list of names.
+        type: raw
+        default: auto
+      k3s:
+        description: Whether the k3s node must be Ready - C(auto) (where k3s is enabled), C(yes) or C(no).
+        type: str
+        choices: [auto, "yes", "no"]
+        default: auto
+      command:
+        description: A shell command of your own that must succeed too.
+        type: str
+        default: ""
   tmpdir:
     description:
       - Directory for swupdate's sockets and its copy of each image (C(TMPDIR)); created
@@ -150,6 +176,10 @@ selection:
   returned: always
   type: str
   sample: stable,slot_b
+health_check_changed:
+  description: Whether O(health_check) changed C(/etc/n3x/boot-confirm.conf).
+  returned: when O(health_check) is given and not in check mode
+  type: bool
 runs:
   description: How many times swupdate ran (more than 1 when its start-up race struck).
   returned: when swupdate ran
@@ -183,6 +213,15 @@ def main():
             "bootloader": {"type": "str", "default": "grub"},
             "aes_key": {"type": "path", "no_log": False},
             "grubenv": {"type": "path", "default": "/boot/grub/grubenv"},
+            "health_check": {
+                "type": "dict",
+                "options": {
+                    "timeout": {"type": "int", "default": 120},
+                    "interfaces": {"type": "raw", "default": "auto"},
+                    "k3s": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
+                    "command": {"type": "str", "default": ""},
+                },
+            },
             "tmpdir": {"type": "path", "default": swu.DEFAULT_TMPDIR},
             "attempts": {"type": "int", "default": 5},
             "timeout": {"type": "int", "default": 1800},
@@ -228,8 +267,13 @@ def main():
                     grubenv = swu.parse_grubenv(handle.read(4096))
                 # The delta's source is the slot the node runs (the other one).
                 result["delta_base"] = swu.check_delta_base(text, grubenv, swu.inactive_slot(slot))
+        confirm = None
+        if p["health_check"]:
+            confirm = swu.confirm_config(**p["health_check"])
     except (swu.SwupdateError, OSError) as exc:
         module.fail_json(msg=str(exc), outcome="refused", **result)
+    if confirm and not check:
+        result["health_check_changed"] = swu.write_confirm_config(confirm)
     if check and p["url"]:
         module.exit_json(outcome="skipped", **result)
     os.makedirs(p["tmpdir"], mode=0o700, exist_ok=True)

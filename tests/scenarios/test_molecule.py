@@ -32,6 +32,7 @@ SCENARIOS = [
     "network-constraints",
     "k3s-prepare",
     "swupdate-ab-ota",
+    "ota-rollout",
     "jetson-arm64",
     "l3-k3s-service",
     *(f"l4-{profile}-{boot}" for profile in ("simple", "vlans", "bonding-vlans", "dhcp-simple") for boot in ("direct", "uefi")),
@@ -42,7 +43,6 @@ SCENARIOS = [
 NEEDS_K3S = {s for s in SCENARIOS if s.startswith(("l3-", "l4-")) or s in ("k3s-storage", "k3s-network")}
 # Full suite only, with their wall time here (TCG, 2 cores).
 SLOW = {
-    "swupdate-ab-ota": "about 17 min: five OTA behaviours, 7 reboots and 568 MB bundles",
     "jetson-arm64": "about 5 min with the arm64 image cached, 8 min more to build it: arm64 under TCG",
 }
 # Not run here: `default` renders on the controller only (tests/integration covers it).

@@ -647,3 +647,18 @@ def test_full_bundle_members_and_scripts(keys, tmp_path):
 def test_install_argv_passes_the_aes_key_path_only():
     argv = swu.install_argv("stable,slot_b", bundle="/data/u.swu", aes_key="/etc/swupdate/aes.key")
     assert argv[argv.index("-K") + 1] == "/etc/swupdate/aes.key"
+
+
+def test_confirm_config(tmp_path):
+    text = swu.confirm_config(30, ["eth1", "bond0.200"], "yes", "test -e /run/ok")
+    assert text.splitlines()[1:] == ["timeout=30", "interfaces=eth1 bond0.200", "k3s=yes", "check=test -e /run/ok"]
+    assert "interfaces=auto" in swu.confirm_config()
+    for bad in ({"timeout": 0}, {"timeout": True}, {"interfaces": ["eth1;reboot"]}, {"interfaces": ["x" * 16]}, {"interfaces": "all"},
+                {"interfaces": []}, {"k3s": "maybe"}, {"command": "a\nb"}):  # fmt: skip
+        with pytest.raises(swu.SwupdateError, match="health_check"):
+            swu.confirm_config(**bad)
+    path = tmp_path / "etc" / "n3x" / "boot-confirm.conf"
+    assert swu.write_confirm_config(text, str(path)) is True
+    assert swu.write_confirm_config(text, str(path)) is False
+    assert path.read_text() == text
+    assert path.stat().st_mode & 0o777 == 0o644

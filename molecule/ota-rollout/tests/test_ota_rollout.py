@@ -52,9 +52,13 @@ def served(tmp_path_factory, base_image):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     good = derived_rootfs(base_image, ARTIFACTS / "lab-rootfs-2.0.0.ext4", "update-2.0.0")
     bad = derived_rootfs(base_image, ARTIFACTS / "lab-rootfs-2.0.0-no-network.ext4", "update-2.0.0-no-network", mask=["systemd-networkd.service"])
-    bundle(directory / "good.swu", good, "2.0.0", key, cert)
+    started = time.time()
+    built = bundle(directory / "good.swu", good, "2.0.0", key, cert)
+    image = built["images"][0]
+    Phases().record("build 2.0.0 (compressed)", time.time() - started, bundle_bytes=built["size"], slot_bytes=image["written_size"], ratio=built["ratio"])
     bundle(directory / "bad.swu", bad, "2.0.0", key, cert)
     with UpdateServer(directory) as server:
+        server.built = built
         yield server
 
 
@@ -91,6 +95,12 @@ def rollout(host, served, before, tmp_path_factory):
     for row in rows:
         phases.record(f"{row['node']}: {row['result']}", sum(row["seconds"].values()) if row["seconds"] else 0, **row["seconds"])
     return {"result": result, "rows": {row["node"]: row for row in rows}, "served": served.requests}
+
+
+def test_the_bundle_is_a_fraction_of_the_slot(served):
+    image = served.built["images"][0]
+    assert image["compressed"] == "zstd"
+    assert served.built["size"] <= image["written_size"] / 4, f"{served.built['size']} bytes for a {image['written_size']}-byte slot"
 
 
 def test_the_rollout_stops_at_the_node_that_rolled_back(rollout):

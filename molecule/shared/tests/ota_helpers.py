@@ -9,10 +9,12 @@ compressed and chunked artifacts are reused from ARTIFACTS (content-addressed).
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
 import time
+from typing import ClassVar
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 if str(REPO / ".collections") not in sys.path:
@@ -52,7 +54,8 @@ def vm_state(name):
 
 def lab_images():
     """The images create.yml built: {'base': dir, 'update': dir (base plus one package)}."""
-    return {k: pathlib.Path(v) for k, v in json.loads((lab_dir() / "ota-images.json").read_text()).items()}
+    path = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ota-images.json"
+    return {k: pathlib.Path(v) for k, v in json.loads(path.read_text()).items()}
 
 
 def keys():
@@ -63,11 +66,15 @@ def keys():
 
 
 class Phases:
-    """Wall time of each phase of a scenario, written to ~/.cache/n3x/bench/ota-phases-SCENARIO.json."""
+    """Wall time of each phase of a scenario, written to ~/.cache/n3x/bench/ota-phases-SCENARIO.json.
+
+    One record per test run (the data is shared by every instance in the process).
+    """
+
+    data: ClassVar[dict] = {}
 
     def __init__(self):
         self.path = TIMINGS / f"ota-phases-{scenario()}.json"
-        self.data = {}
 
     def record(self, name, seconds, **extra):
         self.data[name] = {"seconds": round(seconds, 1), **extra}
@@ -126,7 +133,7 @@ def bundle(dest, image, version, key, cert, hardware=HARDWARE, **options):
     """A bundle as the fleet builds it: zstd-compressed, preserving the node's identity."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     options = {"compression": "zstd", "work_dir": str(ARTIFACTS), "preserve": swu.DEFAULT_PRESERVE, "boot_attempts": 3} | options
-    images = [{"path": str(image), "name": "rootfs.ext4", **options.pop("image", {})}]
+    images = [{"path": str(image), "name": "rootfs.ext4", **options.pop("image_options", {})}]
     return swu.build_bundle(str(dest), version, [hardware], images, key=key, cert=cert, **options)
 
 
@@ -153,7 +160,7 @@ def push(host, local, remote=REMOTE_BUNDLE):
 
 def install(host, **args):
     """n3x.cluster.swupdate_install on the host (it retries swupdate's start-up race)."""
-    return ansible(host, "n3x.cluster.swupdate_install", " ".join(f"{k}={v}" for k, v in args.items()))
+    return ansible(host, "n3x.cluster.swupdate_install", " ".join(f"{k}={shlex.quote(str(v))}" for k, v in args.items()))
 
 
 def grubenv(host):
