@@ -741,6 +741,12 @@ def zchunk(source, dest):
     return {"header_size": size, "chunks": int(chunks.group(1)) if chunks else None}
 
 
+def zchunk_chunks(path):
+    """The number of chunks of a zchunk file (zck_read_header)."""
+    match = re.search(r"^Chunk count: *([0-9]+)$", _tool(["zck_read_header", path], f"reading the zchunk header of {path}"), re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
 def _work_dir_or_temporary(work_dir, stack):
     if work_dir:
         os.makedirs(work_dir, mode=0o700, exist_ok=True)
@@ -760,7 +766,18 @@ def prepare_image(image, work_dir, compression="zstd", level=DEFAULT_COMPRESSION
     if compression not in COMPRESSIONS:
         raise SwupdateError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     written_sha256, _checksum, written_size = file_digests(image["path"])
-    prepared = {**image, "written_sha256": written_sha256, "written_size": written_size, "compressed": None, "encrypted": False}
+    # A readback script checks the sha256 of what a raw image wrote. A delta needs none: its
+    # handler checks the sha256 of every chunk, from the source slot or downloaded, before
+    # the chained raw handler writes it (handlers/delta_handler.c), and a second pass over
+    # the whole slot would double the device's hashing.
+    prepared = {
+        **image,
+        "written_sha256": written_sha256,
+        "written_size": written_size,
+        "compressed": None,
+        "encrypted": False,
+        "readback": not image.get("delta_base"),
+    }
     if image.get("delta_base"):
         if aes_key:
             raise SwupdateError(f"{image['name']}: a delta cannot be encrypted (swupdate 2022.12's delta handler fetches its chunks as plain zchunk)")
@@ -781,6 +798,8 @@ def prepare_image(image, work_dir, compression="zstd", level=DEFAULT_COMPRESSION
         if not os.path.isfile(header):
             os.unlink(zck)
             zck = _artifact(work_dir, zck_name, make_zck)
+        if not info:  # made by an earlier build
+            info["chunks"] = zchunk_chunks(zck)
         served_name = f"{image['name']}-{written_sha256[:16]}.zck"
         served = os.path.join(delta_dir, served_name)
         if not _same_file(zck, served):

@@ -1,8 +1,6 @@
-"""The OTA helpers and lab fixtures are shared (molecule/shared/tests)."""
+"""The OTA helpers are shared (molecule/shared/tests)."""
 
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "tests"))
-
-from lab_fixtures import host_of, profile  # noqa: F401
