@@ -24,7 +24,8 @@ description:
     (C(encrypted), C(ivt)); the devices decrypt with C(swupdate -K).
   - A delta (O(images[].delta_base)) carries only the zchunk header of the image; the
     device's swupdate (C(delta) handler, chained to C(raw)) reuses the chunks its running
-    slot already has and fetches the others from O(delta_url) with HTTP range requests.
+    slot already has and fetches the others from O(delta_url) with HTTP range requests,
+    checking each chunk's sha256 before it is written (so a delta has no readback script).
     The C(.zck) file is written to O(delta_dir), which must be served at O(delta_url). A
     preinstall script refuses the delta, before anything is written, unless the running
     slot holds the base image.
