@@ -25,8 +25,11 @@ import hmac
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import run_in_process_group
 
@@ -520,6 +523,117 @@ def install_outcome(output, returncode):
     if returncode != 0 and succeeded_line and "SWUpdate *failed*" not in output:
         return "interrupted"
     return "failed"
+
+
+# Lines of swupdate 2022.12's installer thread (network_initializer, core/stream_interface.c;
+# TRACE lines need -v): its last line before it waits for requests, and its last line of
+# every install.
+INSTALLER_STARTING = "Main loop daemon"
+INSTALLER_IDLE_AGAIN = "Main thread sleep again"
+
+
+def _runnable_threads(pid):
+    """How many threads of process `pid` are running or runnable (state R), from /proc."""
+    count = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                # "TID (comm) STATE ...": comm may hold spaces and parentheses.
+                count += handle.read().rpartition(")")[2].split()[0] == "R"
+        except OSError:
+            continue  # the thread ended
+    return count
+
+
+def install_via_daemon(daemon_argv, bundle, dry_run=False, client="swupdate-client", env=None, timeout=900):
+    """Install `bundle` through a swupdate daemon and its client, waiting on the installer itself.
+
+    `swupdate -i` in 2022.12 races twice (core/install_from_file.c, ipc/network_ipc.c,
+    core/stream_interface.c, core/network_thread.c):
+    - the client half asks for the installer's status once the bundle is in the socket and
+      stops at the first IDLE answer; a small bundle fits in the socket buffer, so under load
+      the client reads IDLE before the installer thread has woken, logs "SWUpdate was
+      successful !", exits 1 and tears down the install it started;
+    - the installer thread announces itself ready (thread_ready()) before it waits on its
+      condition variable, and the network thread signals that variable without a predicate:
+      a request that comes in between is lost.
+    So the daemon runs on its own (`daemon_argv`: swupdate with -v and no -i), the bundle goes
+    in only once its installer thread has logged INSTALLER_STARTING and no thread of the daemon
+    is runnable (the only place left to sleep is that wait), and the outcome is read from the
+    installer's own log, once it has logged INSTALLER_IDLE_AGAIN; the client's exit status,
+    which the first race makes meaningless, is not used, and the client is stopped then
+    (tools/swupdate-client.c can miss its own end signal and wait for ever). Returns (outcome, log): outcome is
+    'successful' (the installer logged "SWUPDATE successful" and no [ERROR]) or 'failed'.
+    """
+    lines, seen = [], threading.Condition()
+
+    def read(stream, prefix=""):
+        for line in stream:
+            with seen:
+                lines.append(prefix + line.rstrip("\n"))
+                seen.notify_all()
+
+    def wait_for(predicate, until):
+        with seen:
+            while not predicate():
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                seen.wait(min(left, 0.05))
+            return True
+
+    deadline = time.monotonic() + timeout
+    # Its own process group: the helpers swupdate forks (the chunks downloader) hold the output
+    # too, and go with it.
+    daemon = subprocess.Popen(daemon_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env, start_new_session=True)
+    readers = [threading.Thread(target=read, args=(daemon.stdout,), daemon=True)]
+    readers[0].start()
+    client_process = None
+    try:
+        started = wait_for(lambda: daemon.poll() is not None or any(INSTALLER_STARTING in line for line in lines), deadline)
+        if not started or daemon.poll() is not None:
+            return "failed", "\n".join([*lines, f"n3x: swupdate's installer did not start ({'exited' if started else 'timed out'})"])
+        if not wait_for(lambda: daemon.poll() is not None or _runnable_threads(daemon.pid) == 0, deadline):
+            return "failed", "\n".join([*lines, "n3x: swupdate's threads never settled"])
+        argv = [client, *(["-d"] if dry_run else []), bundle]
+        client_process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env)
+        readers.append(threading.Thread(target=read, args=(client_process.stdout, "client: "), daemon=True))
+        readers[1].start()
+
+        def settled():
+            if daemon.poll() is not None or any(INSTALLER_IDLE_AGAIN in line for line in lines):
+                return True
+            # The request was refused before the installer woke (swupdate-client's message).
+            return client_process.poll() is not None and any("swupdate_async_start returns" in line for line in lines)
+
+        if not wait_for(settled, deadline):
+            return "failed", "\n".join([*lines, f"n3x: no end of install within {timeout} s"])
+        with seen:
+            log = "\n".join(lines)
+        ended = INSTALLER_IDLE_AGAIN in log
+        installer_log = "\n".join(line for line in lines if not line.startswith("client: "))
+        if ended and "SWUPDATE successful" in installer_log and "[ERROR]" not in installer_log:
+            return "successful", log
+        return "failed", log
+    finally:
+        if client_process is not None and client_process.poll() is None:
+            client_process.kill()
+            client_process.wait()
+        _stop_group(daemon)
+        for reader in readers:
+            reader.join(timeout=10)
+
+
+def _stop_group(process, grace=10):
+    """SIGTERM to the process group `process` leads (its own session), SIGKILL to what is left after `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    # Helpers of the group may outlive swupdate and hold the output.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def run_install(argv, attempts=5, timeout=900, env=None):
