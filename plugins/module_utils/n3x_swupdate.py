@@ -25,13 +25,12 @@ import hmac
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
 import time
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import run_in_process_group
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import run_in_process_group, runnable_threads, stop_group
 
 SLOTS = ("a", "b")
 COLLECTION = "stable"
@@ -532,19 +531,6 @@ INSTALLER_STARTING = "Main loop daemon"
 INSTALLER_IDLE_AGAIN = "Main thread sleep again"
 
 
-def _runnable_threads(pid):
-    """How many threads of process `pid` are running or runnable (state R), from /proc."""
-    count = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as handle:
-                # "TID (comm) STATE ...": comm may hold spaces and parentheses.
-                count += handle.read().rpartition(")")[2].split()[0] == "R"
-        except OSError:
-            continue  # the thread ended
-    return count
-
-
 def install_via_daemon(daemon_argv, bundle, dry_run=False, client="swupdate-client", env=None, timeout=900):
     """Install `bundle` through a swupdate daemon and its client, waiting on the installer itself.
 
@@ -593,7 +579,7 @@ def install_via_daemon(daemon_argv, bundle, dry_run=False, client="swupdate-clie
         started = wait_for(lambda: daemon.poll() is not None or any(INSTALLER_STARTING in line for line in lines), deadline)
         if not started or daemon.poll() is not None:
             return "failed", "\n".join([*lines, f"n3x: swupdate's installer did not start ({'exited' if started else 'timed out'})"])
-        if not wait_for(lambda: daemon.poll() is not None or _runnable_threads(daemon.pid) == 0, deadline):
+        if not wait_for(lambda: daemon.poll() is not None or runnable_threads(daemon.pid) == 0, deadline):
             return "failed", "\n".join([*lines, "n3x: swupdate's threads never settled"])
         argv = [client, *(["-d"] if dry_run else []), bundle]
         client_process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env)
@@ -619,21 +605,9 @@ def install_via_daemon(daemon_argv, bundle, dry_run=False, client="swupdate-clie
         if client_process is not None and client_process.poll() is None:
             client_process.kill()
             client_process.wait()
-        _stop_group(daemon)
+        stop_group(daemon, grace=10)
         for reader in readers:
             reader.join(timeout=10)
-
-
-def _stop_group(process, grace=10):
-    """SIGTERM to the process group `process` leads (its own session), SIGKILL to what is left after `grace` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace)
-    # Helpers of the group may outlive swupdate and hold the output.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def run_install(argv, attempts=5, timeout=900, env=None):
