@@ -135,7 +135,7 @@ def key_store(
         if os.path.islink(path):
             raise swu.SwupdateError(f"{path} is a symlink; n3x does not follow symlinks out of the key directory")
     history = read_history(directory)
-    issued = [fingerprint for _, kind, fingerprint in history if kind == "signing"]
+    issued = [fingerprint for _when, kind, fingerprint in history if kind == "signing"]
     result = {"changed": False, "key": key, "cert": cert, "aes_key": aes_key if aes else None, "generated": [], "retired": []}
     has_key, has_cert = os.path.exists(key), os.path.exists(cert)
     # Every refusal comes before anything is created or changed.
@@ -159,7 +159,7 @@ def key_store(
             raise swu.SwupdateError(f"only {present} exists, {missing} is missing: restore it (or, for a lost key, set replace to retire the certificate)")
     if has_key and has_cert and not pair_matches(key, cert):
         raise swu.SwupdateError(f"{cert} is not the certificate of {key}")
-    if aes and not os.path.exists(aes_key) and any(kind == "aes" for _, kind, _ in history) and not replace:
+    if aes and not os.path.exists(aes_key) and any(kind == "aes" for _when, kind, _fingerprint in history) and not replace:
         raise swu.SwupdateError(
             f"{aes_key} is gone, but an AES key was issued here ({HISTORY}) and devices hold it. Restore it, or set replace "
             "to make a new one; devices then need it before they can decrypt new bundles"

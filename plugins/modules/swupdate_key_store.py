@@ -58,6 +58,7 @@ options:
     type: int
     default: 3072
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 attributes:
   check_mode:
@@ -67,7 +68,7 @@ requirements:
 seealso:
   - module: n3x.cluster.swupdate_bundle
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

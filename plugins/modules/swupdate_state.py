@@ -23,6 +23,7 @@ options:
     type: path
     default: /boot/grub/grubenv
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 attributes:
   check_mode:
@@ -31,7 +32,7 @@ attributes:
 seealso:
   - module: n3x.cluster.swupdate_install
 author:
-  - n3x developers
+  - n3x developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

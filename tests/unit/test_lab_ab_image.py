@@ -115,7 +115,7 @@ def test_grub_cfg_counts_boots_and_falls_back():
     assert "  else set fall_back=1" in cfg
     fallback = cfg[cfg.index('if [ "$fall_back" = "1" ]') :]
     for line in ("set rootfs_slot=$rootfs_fallback", "set upgrade_available=0", "set boot_count=0", "set ustate=3"):
-        assert line in fallback.split("  fi")[0]
+        assert line in fallback.split("  fi", maxsplit=1)[0]
     assert "save_env --file $envfile rootfs_slot upgrade_available boot_count ustate" in cfg
     linux = next(line for line in cfg.splitlines() if line.startswith("linux "))
     assert "root=PARTLABEL=rootfs_$rootfs_slot" in linux

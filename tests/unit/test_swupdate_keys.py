@@ -40,7 +40,7 @@ def test_first_run_makes_the_pair_and_records_it_then_keeps_it(paths):
 
 
 def test_a_key_directory_in_a_cache_is_refused(paths):
-    _, cache = paths
+    _keys, cache = paths
     with pytest.raises(swu.SwupdateError, match="inside the cache directory"):
         make(cache / "n3x" / "swupdate-keys", cache)
     assert not cache.exists()

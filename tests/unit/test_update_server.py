@@ -75,8 +75,8 @@ def test_whole_file_and_unsatisfiable_range(served):
     running, data = served
     response, body = get(running.port, "/f.zck")
     assert (response.status, body) == (200, data)
-    response, _ = get(running.port, "/f.zck", {"Range": "bytes=99999-"})
+    response, _body = get(running.port, "/f.zck", {"Range": "bytes=99999-"})
     assert response.status == 416
     assert running.sent == {"/f.zck": len(data)}
-    response, _ = get(running.port, "/missing", {"Range": "bytes=0-1"})
+    response, _body = get(running.port, "/missing", {"Range": "bytes=0-1"})
     assert response.status == 404

@@ -64,8 +64,8 @@ def hosts(order):
 def served(tmp_path_factory):
     """The lab's update server with the good bundle and the one whose slot never gets healthy."""
     directory = tmp_path_factory.mktemp("served")
-    key, cert, _ = keys()
-    base_image = pathlib.Path(vm_state(next(iter(ADDRESSES)))["root"]).parent / "root.img"
+    key, cert, _aes = keys()
+    base_image = pathlib.Path(vm_state(min(ADDRESSES))["root"]).parent / "root.img"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     good = derived_rootfs(base_image, ARTIFACTS / "lab-rootfs-2.0.0.ext4", "update-2.0.0")
     bad = derived_rootfs(base_image, ARTIFACTS / "lab-rootfs-2.0.0-no-network.ext4", "update-2.0.0-no-network", mask=["systemd-networkd.service"])

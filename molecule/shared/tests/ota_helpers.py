@@ -21,7 +21,6 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 if str(REPO / ".collections") not in sys.path:
     sys.path.insert(0, str(REPO / ".collections"))
 
-from ansible_collections.n3x.cluster.plugins.module_utils import n3x_ota as ota  # noqa: E402,F401
 from ansible_collections.n3x.cluster.plugins.module_utils import n3x_swupdate as swu  # noqa: E402
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_update_server import UpdateServer  # noqa: E402,F401
 

@@ -166,7 +166,7 @@ def refusals(lab_keys, work):
     """Small bundles swupdate must refuse (the host's integration test has the full set)."""
     payload = work / "small.ext4"
     payload.write_bytes(os.urandom(1024 * 1024))
-    key, cert, _ = lab_keys
+    key, cert, _aes = lab_keys
     other_key, other_cert = str(work / "other.key"), str(work / "other.crt")
     swu.generate_signing_key(other_key, other_cert, common_name="somebody else", bits=2048)
     good = bundle(work / "small-good.swu", payload, "1.0.1", key, cert, preserve=[])
