@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -262,9 +263,15 @@ def qemu_value(text):
     return str(text).replace(",", ",,")
 
 
+# These files are written as NAME.SUFFIX.tmp and renamed once complete, so an interrupted
+# write never leaves half a disk or state file under the real name.
+STAGED_FILES = ("overlay", "data", "esp", "vars", "state")
+TEMP_SUFFIX = ".tmp"
+
+
 def vm_paths(lab_dir, name):
     base = os.path.join(os.path.expanduser(lab_dir), check_vm_name(name))
-    return {
+    paths = {
         "dir": os.path.expanduser(lab_dir),
         "overlay": base + ".qcow2",
         "data": base + ".data.qcow2",
@@ -274,7 +281,11 @@ def vm_paths(lab_dir, name):
         "serial": base + ".serial.log",
         "pid": base + ".pid",
         "state": base + ".json",
+        # The systemd-boot entry on its way onto the ESP copy (write_boot_entry).
+        "entry": base + ".esp.img.entry.conf",
     }
+    paths.update({key + TEMP_SUFFIX: paths[key] + TEMP_SUFFIX for key in STAGED_FILES})
+    return paths
 
 
 def vm_definition(
@@ -564,40 +575,81 @@ def read_state(paths):
 
 
 def write_state(paths, state):
-    tmp = paths["state"] + ".tmp"
+    tmp = paths["state" + TEMP_SUFFIX]
     with open(tmp, "w") as fh:
         json.dump(state, fh, indent=1, sort_keys=True)
     os.replace(tmp, paths["state"])
 
 
-def running_pid(paths):
-    """PID of this VM's live QEMU, or None; removes a stale pidfile."""
+def _proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (state first), or []."""
     try:
-        with open(paths["pid"]) as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def process_start(pid):
+    """When the process started (clock ticks after boot, /proc/PID/stat field 22), or None.
+
+    With the PID it names one process for good: a PID is reused, a (PID, start) pair is not.
+    """
+    fields = _proc_stat(pid)
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def _owns_pidfile(pid, pidfile):
+    """Whether the process runs with `-pidfile PIDFILE` on its command line (our QEMU)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmdline = fh.read().split(b"\0")
+            argv = fh.read().split(b"\0")
     except OSError:
-        cmdline = []
-    # A recycled PID belongs to some other process: only trust our own pidfile argument.
-    if paths["pid"].encode() in cmdline:
-        return pid if _alive(pid) else None
-    with contextlib.suppress(OSError):
-        os.unlink(paths["pid"])
-    return None
+        return False
+    return any(a == b"-pidfile" and b == pidfile.encode() for a, b in itertools.pairwise(argv))
+
+
+def running_pid(paths):
+    """PID of this VM's live QEMU, or None.
+
+    The PID comes from the pidfile, or from the state file when the pidfile is gone. It is
+    the VM's only when the state recorded that PID with the same start time, or (before
+    the state is written) when the process has this pidfile on its command line: a PID
+    recycled by another process is never taken for the VM, so never stopped.
+    """
+    state = read_state(paths)
+    pid = _pidfile_pid(paths) or state.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
+        return None
+    if state.get("pid") == pid and state.get("pid_start") is not None:
+        return pid if process_start(pid) == state["pid_start"] else None
+    return pid if _owns_pidfile(pid, paths["pid"]) else None
+
+
+def _pidfile_pid(paths):
+    try:
+        with open(paths["pid"]) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def ended_uncleanly(paths, state):
+    """Whether the VM's last QEMU ended without flushing its disks: killed or crashed.
+
+    QEMU removes its pidfile when it exits (guest power-off, SIGTERM), so a pidfile that
+    outlives the process means it died at once; stop() notes when it had to SIGKILL.
+    """
+    if state.get("killed"):
+        return True
+    return os.path.exists(paths["pid"]) and running_pid(paths) is None
 
 
 def _alive(pid):
     """Whether the process runs. A zombie has ended: a daemonized QEMU's parent is init,
     which may take a second or more to reap it (measured 1.6 s in a sandbox's init)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = _proc_stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def _wait_gone(pid, timeout):
@@ -610,15 +662,24 @@ def _wait_gone(pid, timeout):
 
 
 def stop(paths):
-    """Stop the VM's QEMU if it runs. Returns True when a process was stopped."""
+    """Stop the VM's QEMU if it runs. Returns True when a process was stopped.
+
+    SIGTERM lets QEMU write its qcow2 metadata out; one that must be killed leaves disks
+    that the next start() replaces (see ended_uncleanly).
+    """
     pid = running_pid(paths)
     if pid is None:
+        if ended_uncleanly(paths, read_state(paths)):
+            return False  # start() sees the stale pidfile and replaces the disks
         _remove(paths, ("pid", "qmp"))
         return False
     os.kill(pid, signal.SIGTERM)
     if not _wait_gone(pid, 10):
         os.kill(pid, signal.SIGKILL)
         _wait_gone(pid, 5)
+        state = read_state(paths)
+        if state:
+            write_state(paths, {**state, "killed": True})
     _remove(paths, ("pid", "qmp"))
     return True
 
@@ -631,54 +692,85 @@ def _remove(paths, keys):
 
 # A VM's files that outlive its QEMU process (pid and qmp go with it).
 VM_FILES = ("overlay", "data", "esp", "vars", "serial", "state")
+# What an interrupted start can leave: a staged file, the boot entry on its way to the ESP.
+LEFTOVER_FILES = (*(key + TEMP_SUFFIX for key in STAGED_FILES), "entry")
 
 
 def has_files(paths):
     """Whether any file of the VM is left (it exists, running or not)."""
-    return any(os.path.exists(paths[k]) for k in VM_FILES)
+    return any(os.path.exists(paths[k]) for k in (*VM_FILES, "pid", *LEFTOVER_FILES))
 
 
 def remove(paths):
     """Stop the VM and delete all of its files. Returns True when anything existed."""
     stopped = stop(paths)
     existed = has_files(paths)
-    _remove(paths, (*VM_FILES, "pid", "qmp"))
+    _remove(paths, (*VM_FILES, "pid", "qmp", *LEFTOVER_FILES))
     return stopped or existed
 
 
+def _create(path, make):
+    """make(temporary path), then rename it to path: never a half-made disk under its name."""
+    temporary = path + TEMP_SUFFIX  # the STAGED_FILES name that remove() knows
+    with contextlib.suppress(OSError):
+        os.unlink(temporary)
+    try:
+        make(temporary)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
 def _qemu_img_overlay(base, overlay):
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", os.path.abspath(base), overlay],
-        check=True,
-        capture_output=True,
+    _create(
+        overlay,
+        lambda path: subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", os.path.abspath(base), path],
+            check=True,
+            capture_output=True,
+        ),
     )
 
 
+def _copy(source, dest, mode=None):
+    def make(path):
+        shutil.copyfile(source, path)
+        if mode is not None:
+            os.chmod(path, mode)
+
+    _create(dest, make)
+
+
 def _prepare_disks(vm, paths, state):
-    """Create missing overlays; recreate them when the base image changed."""
-    same_base = state.get("root") == vm["root"] and state.get("esp") == vm["esp"]
-    if not same_base:
+    """Create missing disks; recreate them when the base image changed or the last QEMU
+    was killed (its qcow2 metadata may be half written). Returns why disks were replaced."""
+    replaced = ""
+    if ended_uncleanly(paths, state):
+        replaced = "the last QEMU of {} was killed: its disks were replaced".format(vm["name"])
+        _remove(paths, ("overlay", "data", "esp", "vars", "pid"))
+    elif not (state.get("root") == vm["root"] and state.get("esp") == vm["esp"]):
         _remove(paths, ("overlay", "esp", "vars"))
     if not os.path.exists(paths["overlay"]):
         _qemu_img_overlay(vm["root"], paths["overlay"])
     if vm.get("data_disk") and not os.path.exists(paths["data"]):
         # Empty, like a new board's data partition; it survives restarts, not removal.
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", paths["data"], vm["data_disk"]], check=True, capture_output=True)
+        _create(paths["data"], lambda path: subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, vm["data_disk"]], check=True, capture_output=True))
     if vm["boot_mode"] == "uefi":
         if not os.path.exists(paths["esp"]):
             # A copy per VM (small): systemd-boot writes its random seed there, and the
             # boot entry carries this VM's kernel command line (hostname, extra args).
-            shutil.copyfile(vm["esp"], paths["esp"])
+            _copy(vm["esp"], paths["esp"])
         write_boot_entry(vm, paths)
     if vm["boot_mode"] in ("uefi", "disk") and not os.path.exists(paths["vars"]):
-        shutil.copyfile(vm["ovmf_vars"], paths["vars"])
-        os.chmod(paths["vars"], 0o600)
+        _copy(vm["ovmf_vars"], paths["vars"], 0o600)
+    return replaced
 
 
 def write_boot_entry(vm, paths):
     """(Re)write the systemd-boot entry on the VM's ESP copy with its kernel command line."""
     require_tools(["mcopy"])
-    entry = paths["esp"] + ".entry.conf"
+    entry = paths["entry"]
     with open(entry, "w") as fh:
         fh.write(f"title n3x lab {vm['name']}\nlinux /vmlinuz\ninitrd /initrd.img\noptions {kernel_cmdline(vm)}\n")
     try:
@@ -723,7 +815,7 @@ def start(vm, accel, ssh_port=None, attempts=3):
     paths = vm_paths(vm["lab_dir"], vm["name"])
     os.makedirs(paths["dir"], exist_ok=True)
     state = read_state(paths)
-    _prepare_disks(vm, paths, state)
+    replaced = _prepare_disks(vm, paths, state)
     port = ssh_port or state.get("ssh_port")
     last_err = ""
     for _attempt in range(attempts):
@@ -737,8 +829,9 @@ def start(vm, accel, ssh_port=None, attempts=3):
             argv = qemu_argv(vm, port, accel)
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode == 0:
-            pid = running_pid(paths)
-            if pid is None:
+            # The pidfile, not the state: the state still describes the previous QEMU.
+            pid = _pidfile_pid(paths)
+            if pid is None or not _alive(pid) or not _owns_pidfile(pid, paths["pid"]):
                 raise LabError("QEMU of {} exited right after start; serial log: {}".format(vm["name"], serial_tail(paths)))
             new_state = {
                 "name": vm["name"],
@@ -747,10 +840,13 @@ def start(vm, accel, ssh_port=None, attempts=3):
                 "accel": accel,
                 "ssh_port": port,
                 "pid": pid,
+                "pid_start": process_start(pid),
                 "root": vm["root"],
                 "esp": vm["esp"],
                 "started_at": started,
             }
+            if replaced:
+                new_state["replaced_disks"] = replaced
             write_state(paths, new_state)
             return new_state
         # -daemonize: a failed start leaves no child behind, but clean up if it did.

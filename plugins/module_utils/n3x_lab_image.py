@@ -13,6 +13,7 @@ an unchanged spec is reused at once and VMs get qcow2 overlays on top of ``root.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import hashlib
@@ -573,6 +574,14 @@ class ImageError(Exception):
     """Raised with a message meant for the user."""
 
 
+class CommandFailed(ImageError):
+    """A build step exited with an error (its output is in the build log)."""
+
+    def __init__(self, argv, returncode, log_path):
+        super().__init__(f"command failed (exit {returncode}): {' '.join(argv)}; see {log_path}")
+        self.program, self.returncode = os.path.basename(argv[0]), returncode
+
+
 def require_tools(tools):
     """Fail naming the Debian package of each missing host tool."""
     missing = [t for t in tools if shutil.which(t) is None]
@@ -927,12 +936,135 @@ def verify_packages(installed, groups, base=()):
     return missing
 
 
+# Seconds an interrupted build step gets to end by itself (it got the terminal's SIGINT
+# too; mmdebstrap then unmounts /proc, /sys and /dev/pts from the tree), then after SIGTERM.
+STEP_GRACE_SECONDS = 20
+
+
 def _run(argv, log):
     log.write("+ {}\n".format(" ".join(argv)))
     log.flush()
-    proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        raise ImageError(f"command failed (exit {proc.returncode}): {' '.join(argv)}; see {log.name}")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        returncode = proc.wait()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): let the step clean up after itself before the tree
+        # goes; a SIGKILL right away (subprocess.run's way) would leave its mounts there.
+        end_process(proc, STEP_GRACE_SECONDS)
+        raise
+    if returncode != 0:
+        raise CommandFailed(argv, returncode, log.name)
+
+
+def end_process(proc, grace):
+    """End a child: wait `grace` seconds, SIGTERM it, wait again, then SIGKILL it."""
+    for ending in (None, proc.terminate, proc.kill):
+        if ending:
+            ending()
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def mount_points_under(path, mountinfo):
+    """Mount points at or below path in a /proc/self/mountinfo text, deepest first."""
+    root = os.path.realpath(path)
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            # Spaces and other specials are octal escapes (\040) in mountinfo.
+            point = fields[4].encode().decode("unicode_escape")
+            if point == root or point.startswith(root + os.sep):
+                found.append(point)
+    return sorted(set(found), key=lambda p: (-p.count(os.sep), p))
+
+
+def _mountinfo():
+    with open("/proc/self/mountinfo") as fh:
+        return fh.read()
+
+
+def remove_build_dir(path):
+    """Delete a build directory, unmounting first what a killed mmdebstrap left mounted in
+    it (/proc, /sys, /dev/pts of the tree): never delete through a mount."""
+    for point in mount_points_under(path, _mountinfo()):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+    left = mount_points_under(path, _mountinfo())
+    if left:
+        raise ImageError("cannot remove {}: still mounted there: {}".format(path, ", ".join(left)))
+    shutil.rmtree(path, ignore_errors=True)
+
+
+BUILD_PREFIX = ".build-"
+
+
+def stale_builds(cache_dir, building_key):
+    """Build directories in cache_dir that no running build owns.
+
+    A build holds its key's lock for as long as its directory (.build-KEY12-*) exists, so a
+    directory whose key nobody holds locked is what an interrupted or killed build left.
+    building_key is the caller's own key (locked by itself: its old directories are stale).
+    """
+    stale = []
+    for name in sorted(os.listdir(cache_dir)):
+        prefix = name[len(BUILD_PREFIX) : len(BUILD_PREFIX) + 12]
+        path = os.path.join(cache_dir, name)
+        if not name.startswith(BUILD_PREFIX) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        if prefix == building_key[:12] or not any(_locked(lock) for lock in glob.glob(os.path.join(cache_dir, glob.escape(prefix) + "*.lock"))):
+            stale.append(path)
+    return stale
+
+
+def _locked(lock_path):
+    """Whether some process holds the flock on lock_path now."""
+    try:
+        with open(lock_path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return False
+
+
+def _no_space_hint(cache_dir, exc, log_path):
+    """An ImageError for a full cache filesystem, or None when space is not the problem."""
+    try:
+        st = os.statvfs(cache_dir)
+    except OSError:
+        return None
+    mib = st.f_frsize / (1024 * 1024)
+    if getattr(exc, "errno", None) == errno.ENOSPC or st.f_bavail * mib < FULL_MIB or _says_no_space(log_path):
+        step = f"{exc.program} exited with {exc.returncode}" if isinstance(exc, CommandFailed) else str(exc)
+        return ImageError(
+            f"no space left in {cache_dir} while building the image (its filesystem holds {st.f_blocks * mib:.0f} MiB "
+            f"and had {st.f_bavail * mib:.0f} MiB free then; a lab image build needs about {BUILD_SPACE_GIB} GiB): "
+            f"free some space or choose another cache directory (lab_image_cache_dir). Nothing of the build is kept "
+            f"but its log, {log_path} ({step})."
+        )
+    return None
+
+
+def _says_no_space(log_path):
+    """Whether the end of the build log reports ENOSPC (a step may free its files on failure)."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(log_path) - 16384))
+            return b"No space left on device" in fh.read()
+    except OSError:
+        return False
+
+
+# A build needs room for the unpacked tree and the root filesystem made from it.
+BUILD_SPACE_GIB = 3
+# Below this much free space a failed build step is taken for a full disk.
+FULL_MIB = 16
 
 
 def customize_tree(tree, spec, log):
@@ -1230,53 +1362,82 @@ def build(cache_dir, spec, groups, base_packages=(), force=False):
         found = None if force else lookup(cache_dir, key)
         if found:
             return found, False
-        started = time.time()
-        workdir = tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=cache_dir)
+        for leftover in stale_builds(cache_dir, key):
+            remove_build_dir(leftover)
         log_path = os.path.join(cache_dir, key[:12] + ".build.log")
+        workdir = tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key[:12]}-", dir=cache_dir)
         try:
-            with open(log_path, "w") as log:
-                tree = os.path.join(workdir, "tree")
-                _run(mmdebstrap_argv(spec, tree), log)
-                installed = installed_packages(tree)
-                missing = verify_packages(installed, groups, base_packages)
-                if missing:
-                    raise ImageError("packages missing from the image: " + "; ".join("{}: {}".format(g, ", ".join(p)) for g, p in missing.items()))
-                customize_tree(tree, spec, log)
-                kernel = os.path.join(workdir, "vmlinuz")
-                initrd = os.path.join(workdir, "initrd.img")
-                shutil.copyfile(_single(tree, "boot/vmlinuz-*"), kernel)
-                shutil.copyfile(_single(tree, "boot/initrd.img-*"), initrd)
-                lab_initrd = os.path.join(workdir, "initrd-lab.img")
-                build_lab_initrd(tree, lab_initrd, spec)
-                if spec["uefi"]:
-                    build_esp(workdir, tree, kernel, lab_initrd, spec["uefi_cmdline"], log)
-                root = os.path.join(workdir, "root.img")
-                size = spec["size"]
-                if spec.get("layout") == "ab":
-                    esp = prepare_ab_tree(workdir, tree, spec, lab_initrd, log)
-                    # In KiB: mkfs.ext4 reads a bare number as a count of blocks.
-                    size = f"{ab_slot_size(tree, size) // 1024}K"
-                # -d copies the tree into the new filesystem: no loop device, no mount.
-                _run(["mkfs.ext4", "-q", "-F", "-L", "n3x-root", "-d", tree, root, size], log)
-                shutil.rmtree(tree)
-                if spec.get("layout") == "ab":
-                    write_ab_grubenv(workdir, esp, spec, root, log)
-                    build_ab_disk(workdir, root, esp, spec, key, log)
-            manifest = {
-                "key": key,
-                "spec": spec,
-                "packages": installed,
-                "build_seconds": round(time.time() - started, 1),
-                "built_at": int(time.time()),
-            }
-            with open(os.path.join(workdir, "manifest.json"), "w") as fh:
-                json.dump(manifest, fh, indent=1, sort_keys=True)
-            final = image_paths(cache_dir, key)["dir"]
-            if os.path.isdir(final):
-                shutil.rmtree(final)
-            os.rename(workdir, final)
+            manifest = _build_in(workdir, log_path, spec, groups, base_packages, key)
+            _commit(workdir, image_paths(cache_dir, key)["dir"], key)
             os.unlink(log_path)
             return manifest, True
+        except (ImageError, OSError) as exc:
+            full = _no_space_hint(cache_dir, exc, log_path)
+            if full:
+                raise full from exc
+            if isinstance(exc, ImageError):
+                raise
+            raise ImageError(f"building the image in {cache_dir} failed: {exc}") from exc
+        except BaseException:
+            # Interrupted: the log of a build that did not finish says nothing the next one will not.
+            with contextlib.suppress(OSError):
+                os.unlink(log_path)
+            raise
         finally:
             if os.path.isdir(workdir):
-                shutil.rmtree(workdir, ignore_errors=True)
+                remove_build_dir(workdir)
+
+
+def _build_in(workdir, log_path, spec, groups, base_packages, key):
+    """Build the image's files in workdir (manifest.json last). Returns the manifest."""
+    started = time.time()
+    with open(log_path, "w") as log:
+        tree = os.path.join(workdir, "tree")
+        _run(mmdebstrap_argv(spec, tree), log)
+        installed = installed_packages(tree)
+        missing = verify_packages(installed, groups, base_packages)
+        if missing:
+            raise ImageError("packages missing from the image: " + "; ".join("{}: {}".format(g, ", ".join(p)) for g, p in missing.items()))
+        customize_tree(tree, spec, log)
+        kernel = os.path.join(workdir, "vmlinuz")
+        initrd = os.path.join(workdir, "initrd.img")
+        shutil.copyfile(_single(tree, "boot/vmlinuz-*"), kernel)
+        shutil.copyfile(_single(tree, "boot/initrd.img-*"), initrd)
+        lab_initrd = os.path.join(workdir, "initrd-lab.img")
+        build_lab_initrd(tree, lab_initrd, spec)
+        if spec["uefi"]:
+            build_esp(workdir, tree, kernel, lab_initrd, spec["uefi_cmdline"], log)
+        root = os.path.join(workdir, "root.img")
+        size = spec["size"]
+        if spec.get("layout") == "ab":
+            esp = prepare_ab_tree(workdir, tree, spec, lab_initrd, log)
+            # In KiB: mkfs.ext4 reads a bare number as a count of blocks.
+            size = f"{ab_slot_size(tree, size) // 1024}K"
+        # -d copies the tree into the new filesystem: no loop device, no mount.
+        _run(["mkfs.ext4", "-q", "-F", "-L", "n3x-root", "-d", tree, root, size], log)
+        remove_build_dir(tree)
+        if spec.get("layout") == "ab":
+            write_ab_grubenv(workdir, esp, spec, root, log)
+            build_ab_disk(workdir, root, esp, spec, key, log)
+    manifest = {
+        "key": key,
+        "spec": spec,
+        "packages": installed,
+        "build_seconds": round(time.time() - started, 1),
+        "built_at": int(time.time()),
+    }
+    with open(os.path.join(workdir, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh, indent=1, sort_keys=True)
+    return manifest
+
+
+def _commit(workdir, final, key):
+    """Put the finished image in place with renames only: lookup() sees the old image or
+    the new one, never a mix. A replaced image (force) is moved aside first, then deleted."""
+    if os.path.isdir(final):
+        aside = tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key[:12]}-old-", dir=os.path.dirname(final))
+        os.rename(final, aside)
+        os.rename(workdir, final)
+        remove_build_dir(aside)
+    else:
+        os.rename(workdir, final)

@@ -15,6 +15,7 @@ injected ``run(argv) -> (rc, stdout, stderr)``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -25,15 +26,43 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import kept_
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_files import plan as plan_files
 
 WAIT_ONLINE = "/lib/systemd/systemd-networkd-wait-online"
+# Exists from before the units change until networkd has taken them: a run interrupted in
+# between (Ctrl-C, a lost connection) leaves it, and the next run applies the units although
+# none changes then. In /run: after a reboot networkd reads the units anyway.
+STATE_DIR = "/run/n3x"
+PENDING_MARKER = "networkd-apply.pending"
 NETWORKD = "systemd-networkd.service"
-# n3x_networkd names a device's unit NN-n3x-DEVICE.netdev.
-_NETDEV_FILE = re.compile(r"\d+-n3x-(.+)\.netdev")
+# n3x_networkd names a device's unit NN-n3x-DEVICE.netdev and a link's NN-n3x-LINK.network.
+_UNIT_FILE = re.compile(r"\d+-n3x-(.+)\.(netdev|network)")
+
+
+def _named_by(paths, kind):
+    found = (_UNIT_FILE.fullmatch(os.path.basename(path)) for path in paths)
+    return sorted({match.group(1) for match in found if match and match.group(2) == kind})
 
 
 def recreated_devices(paths):
     """Devices whose .netdev was written or removed, to delete before networkd reloads."""
-    names = (_NETDEV_FILE.fullmatch(os.path.basename(path)) for path in paths)
-    return sorted({match.group(1) for match in names if match})
+    return _named_by(paths, "netdev")
+
+
+def reloaded_links(paths):
+    """Links whose .network was written or removed: `networkctl reload` reconfigures these."""
+    return _named_by(paths, "network")
+
+
+def to_reconfigure(reconfigure, paths):
+    """The links of `reconfigure` that `networkctl reload` leaves alone (their .network is
+    unchanged, e.g. bond members of a recreated bond).
+
+    A link is never configured twice in a row: a second `networkctl reconfigure` restarts its
+    DHCP client, drops the lease just acquired and asks for it again, and systemd-networkd
+    252 can then remove the address of the lost lease after adding the same address for the
+    new one - the link stays `configuring` with no address (l2-dhcp-simple failed so, 1 run
+    in 7).
+    """
+    reloaded = reloaded_links(paths)
+    return [name for name in reconfigure if name not in reloaded]
 
 
 def apply_steps(kernel_modules, devices, reconfigure, enable=False):
@@ -54,6 +83,26 @@ def apply_steps(kernel_modules, devices, reconfigure, enable=False):
     if reconfigure:
         steps.append((["networkctl", "reconfigure", *reconfigure], True))
     return steps
+
+
+def _pending_paths(marker):
+    """The changed unit paths an interrupted run had not applied yet (its marker), or None."""
+    try:
+        with open(marker) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    try:
+        return [str(path) for path in json.loads(text)["paths"]]
+    except (ValueError, KeyError, TypeError):
+        return []  # unreadable: nothing known to skip, so every link is reconfigured
+
+
+def _write_marker(marker, paths):
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker + ".tmp", "w") as handle:
+        json.dump({"paths": paths}, handle)
+    os.replace(marker + ".tmp", marker)
 
 
 def wait_argv(interfaces, timeout):
@@ -81,6 +130,7 @@ def converge(
     check_mode=False,
     diff=False,
     clock=time.monotonic,
+    state_dir=STATE_DIR,
 ):
     """Install, apply on change, wait. Returns the module result (failed and msg on failure).
 
@@ -89,23 +139,39 @@ def converge(
     """
     planned = plan_files(dest, files, prune=[unit_dir])
     to_write, to_chmod, to_remove = planned
-    result = {"changed": bool(to_write or to_chmod or to_remove), "written": to_write, "chmod": to_chmod, "removed": to_remove, "recreated": [], "commands": []}
+    pending = os.path.join(state_dir, PENDING_MARKER)
+    interrupted = _pending_paths(pending)
+    changed = sorted(set(to_write + to_remove + (interrupted or [])))
+    apply_units = bool(changed) or interrupted is not None
+    result = {
+        "changed": bool(to_write or to_chmod or to_remove) or interrupted is not None,
+        "written": to_write,
+        "chmod": to_chmod,
+        "removed": to_remove,
+        "recreated": [],
+        "commands": [],
+        "resumed": interrupted is not None,
+    }
     if planned.kept:
         result["warnings"] = kept_warnings(dest, planned.kept)
     if diff:
         result["diff"] = file_diffs(dest, files, to_write + to_remove)
     if check_mode:
         return result
+    if apply_units:
+        result["recreated"] = recreated_devices(changed)
+        _write_marker(pending, changed)
     apply_files(dest, files, prune=[unit_dir], planned=planned)
-    if to_write or to_remove:
-        result["recreated"] = recreated_devices(to_write + to_remove)
+    if apply_units:
         enabled = run(["systemctl", "is-enabled", "--quiet", NETWORKD])[0] == 0
-        for argv, must_succeed in apply_steps(kernel_modules, result["recreated"], reconfigure, enable=not enabled):
+        links = to_reconfigure(reconfigure, changed)
+        for argv, must_succeed in apply_steps(kernel_modules, result["recreated"], links, enable=not enabled):
             rc, out, err = run(argv)
             result["commands"].append(_command_text(argv))
             if rc != 0 and must_succeed:
                 result.update(failed=True, msg=f"{_command_text(argv)} failed (rc {rc}): {(err or out).strip()}")
                 return result
+        os.unlink(pending)
     if wait_for:
         started = clock()
         rc, _out, err = run(wait_argv(wait_for, wait_timeout))

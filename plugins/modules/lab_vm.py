@@ -156,6 +156,12 @@ accel_reason:
   description: Why this acceleration was chosen (the KVM probe's result).
   returned: when the VM was started by this task
   type: str
+replaced_disks:
+  description: >-
+    Why the VM's disks were made anew instead of reused: its last QEMU was killed (or
+    crashed), so its qcow2 files may be half written.
+  returned: when the VM was started by this task and its disks were replaced
+  type: str
 ssh_seconds:
   description: Seconds from this task's wait until SSH answered.
   returned: when O(wait_ssh)
@@ -262,6 +268,8 @@ def main():
             accel, reason = lab.resolve_accel(p["accel"], os.path.join(image, "vmlinuz"), p["accel_cache"], p["probe_timeout"], arch=arch)
             state = lab.start(vm, accel, ssh_port=p["ssh_port"])
             result["accel_reason"] = reason
+            if state.get("replaced_disks"):
+                result["replaced_disks"] = state["replaced_disks"]
         if p["wait_ssh"]:
             try:
                 result["ssh_seconds"] = round(lab.wait_ssh(state["ssh_port"], p["wait_timeout"]), 1)

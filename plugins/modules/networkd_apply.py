@@ -18,8 +18,14 @@ description:
   - Only when a file was written or removed, applies the change - loads O(kernel_modules)
     (C(modprobe -a)), deletes each device whose C(.netdev) changed (networkd changes neither a
     bond's mode nor a VLAN id in place), enables systemd-networkd if it is not, starts it,
-    runs C(networkctl reload) and C(networkctl reconfigure) on O(reconfigure). A run with
+    runs C(networkctl reload), and C(networkctl reconfigure) on those of O(reconfigure) that the
+    reload leaves alone (their own C(.network) is unchanged, such as the members of a recreated
+    bond). A link is never configured twice in a row, since that restarts its DHCP client, and
+    systemd-networkd 252 can then lose the address of the lease it acquires again. A run with
     nothing to change leaves every link alone.
+  - A run interrupted after the files changed but before networkd took them (Ctrl-C, a lost
+    connection) leaves C(/run/n3x/networkd-apply.pending); the next run then applies the
+    units although none changes, and reports RV(resumed).
   - Then, changed or not, waits up to O(wait_timeout) seconds until every interface of
     O(wait_for) reaches its state (C(systemd-networkd-wait-online)), and fails with their
     C(networkctl status) when one does not.
@@ -38,7 +44,9 @@ options:
     elements: str
     default: []
   reconfigure:
-    description: Physical interfaces to reconfigure when a file changed.
+    description: >-
+      Physical interfaces to configure again when a file changed; those whose own C(.network)
+      changed are configured by C(networkctl reload) already and skipped.
     type: list
     elements: str
     default: []
@@ -106,6 +114,10 @@ recreated:
   type: list
   elements: str
   sample: [bond0]
+resumed:
+  description: Whether this run finished the apply of a run that was interrupted.
+  returned: always
+  type: bool
 commands:
   description: Commands run to apply the change (none when nothing changed).
   returned: always

@@ -232,11 +232,14 @@ def test_memory_is_checked(tmp_path):
         direct_vm(tmp_path, memory=1)
 
 
-def test_stale_pidfile_is_removed(tmp_path):
+def test_a_pidfile_naming_another_process_is_stale(tmp_path):
     paths = lab.vm_paths(str(tmp_path), "gone")
-    # PID 1 exists but is not this VM's QEMU: the pidfile is stale.
+    # PID 1 exists but is not this VM's QEMU: the pidfile is stale, and says QEMU died at once.
     (tmp_path / "gone.pid").write_text("1\n")
     assert lab.running_pid(paths) is None
+    assert lab.ended_uncleanly(paths, {})
+    assert not lab.stop(paths)
+    assert lab.remove(paths)
     assert not (tmp_path / "gone.pid").exists()
 
 
@@ -244,9 +247,10 @@ def test_stop_does_not_wait_for_init_to_reap(tmp_path):
     # A daemonized QEMU's parent is init; here the test is the parent and reaps only at the
     # end, so the stopped process stays a zombie the whole time, as under a slow init.
     paths = lab.vm_paths(str(tmp_path), "vm")
-    # The pidfile's path on the command line makes it count as this VM's QEMU.
+    # `-pidfile PIDFILE` on the command line makes it count as this VM's QEMU.
     # It says when it runs: /proc/PID/cmdline is empty while exec is still under way.
-    proc = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(60)", paths["pid"]], stdout=subprocess.PIPE)
+    code = "import time; print(flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code, "-pidfile", paths["pid"]], stdout=subprocess.PIPE)
     try:
         proc.stdout.readline()
         (tmp_path / "vm.pid").write_text(f"{proc.pid}\n")

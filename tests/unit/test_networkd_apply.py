@@ -38,6 +38,7 @@ def vlan_files(root, profile="vlans"):
 
 def converge(files, node, **kw):
     kw.setdefault("unit_dir", str(files[0]["path"]).rsplit("/", 1)[0])
+    kw.setdefault("state_dir", str(files[0]["path"]).split("/etc/", 1)[0] + "/run/n3x")
     kw.setdefault("kernel_modules", ["8021q"])
     kw.setdefault("reconfigure", ["eth1"])
     kw.setdefault("wait_for", WAIT)
@@ -58,8 +59,8 @@ def test_first_run_installs_applies_and_waits(tmp_path):
         "ip link delete eth1.200",
         "systemctl enable systemd-networkd.service",
         "systemctl start systemd-networkd.service",
+        # eth1's .network is new: the reload configures it, and it is not configured again.
         "networkctl reload",
-        "networkctl reconfigure eth1",
         "/lib/systemd/systemd-networkd-wait-online --timeout=60 --interface=eth1:carrier --interface=eth1.200:routable --interface=eth1.100:routable",
     ]
     assert result["commands"] == node.commands[1:-1]
@@ -147,6 +148,43 @@ def test_recreated_devices_come_from_n3x_netdev_names(paths, devices):
     assert nap.recreated_devices(paths) == devices
 
 
+def test_a_dhcp_link_is_configured_once(tmp_path):
+    # A second configuration right after the reload restarts the DHCP client, and networkd 252
+    # could then lose the address of the lease it acquires again (l2-dhcp-simple, 1 run in 7).
+    loaded = load_profile("dhcp-simple", str(PROFILES))[1]
+    files = networkd_files(loaded, "server-1", unit_dir=f"{tmp_path}/etc/systemd/network", modules_dir=f"{tmp_path}/etc/modules-load.d")
+    node = Node()
+    converge(files, node, kernel_modules=[], wait_for=["eth1:routable"])
+    assert "networkctl reload" in node.commands
+    assert not any(c.startswith("networkctl reconfigure") for c in node.commands)
+
+
+def test_links_the_reload_leaves_alone_are_reconfigured(tmp_path):
+    files = vlan_files(tmp_path)
+    converge(files, Node())
+    # Only a VLAN's .netdev changes: the device is made again, and its parent eth1, whose
+    # .network is unchanged, must be configured again to create it.
+    netdev = tmp_path / "etc/systemd/network/30-n3x-eth1.200.netdev"
+    netdev.write_text(netdev.read_text().replace("Id=200", "Id=999"))
+    node = Node()
+    result = converge(files, node)
+    assert result["recreated"] == ["eth1.200"]
+    assert node.commands[-2:] == ["networkctl reconfigure eth1", " ".join(nap.wait_argv(WAIT, 60))]
+
+
+@pytest.mark.parametrize(
+    ("reconfigure", "paths", "again"),
+    [
+        (["eth1"], ["etc/systemd/network/20-n3x-eth1.network"], []),
+        (["eth1", "eth2"], ["etc/systemd/network/10-n3x-bond0.netdev"], ["eth1", "eth2"]),
+        (["eth1", "eth2"], ["etc/systemd/network/10-n3x-bond0.netdev", "etc/systemd/network/10-n3x-eth2.network"], ["eth1"]),
+        (["eth1"], ["etc/systemd/network/30-n3x-eth1.200.network"], ["eth1"]),
+    ],
+)
+def test_only_links_whose_network_is_unchanged_are_reconfigured(reconfigure, paths, again):
+    assert nap.to_reconfigure(reconfigure, paths) == again
+
+
 def test_other_n3x_files_beside_the_module_list_are_kept(tmp_path):
     # kernel_settings writes n3x-k3s.conf next to n3x-network.conf; pruning it would make
     # every converge rewrite both and reload networkd (found by k3s-prepare's idempotence).
@@ -159,3 +197,54 @@ def test_other_n3x_files_beside_the_module_list_are_kept(tmp_path):
     assert not result["changed"]
     assert k3s_modules.exists()
     assert node.commands == [" ".join(nap.wait_argv(WAIT, 60))]
+
+
+class Interrupt(Node):
+    """A node whose run is interrupted (Ctrl-C, lost connection) at the first command starting so."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def __call__(self, argv):
+        if " ".join(argv).startswith(self.at):
+            raise KeyboardInterrupt
+        return super().__call__(argv)
+
+
+@pytest.mark.parametrize("at", ["modprobe", "ip link delete eth1.200", "networkctl reload"])
+def test_a_run_interrupted_before_networkd_took_the_units_is_resumed(tmp_path, at):
+    files = vlan_files(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        converge(files, Interrupt(at))
+    assert (tmp_path / "run/n3x" / nap.PENDING_MARKER).exists()
+    # The units are in place now, so nothing changes on disk; the apply must still happen.
+    node = Node()
+    result = converge(files, node)
+    assert result["changed"]
+    assert result["resumed"]
+    assert result["written"] == []
+    assert result["recreated"] == ["eth1.100", "eth1.200"]
+    assert "networkctl reload" in node.commands
+    assert not (tmp_path / "run/n3x" / nap.PENDING_MARKER).exists()
+    assert not converge(files, Node())["changed"]
+
+
+def test_a_failed_apply_is_tried_again_by_the_next_run(tmp_path):
+    files = vlan_files(tmp_path)
+    assert converge(files, Node(rcs={"networkctl reload": 1}))["failed"]
+    node = Node()
+    result = converge(files, node)
+    assert result["resumed"]
+    assert not result.get("failed")
+    assert "networkctl reload" in node.commands
+
+
+def test_check_mode_reports_a_pending_apply_and_keeps_it(tmp_path):
+    files = vlan_files(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        converge(files, Interrupt("networkctl reload"))
+    node = Node()
+    assert converge(files, node, check_mode=True)["changed"]
+    assert node.commands == []
+    assert (tmp_path / "run/n3x" / nap.PENDING_MARKER).exists()
