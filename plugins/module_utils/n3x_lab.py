@@ -86,6 +86,9 @@ BASE_CMDLINE = "root=LABEL=n3x-root rw console=ttyS0 net.ifnames=0 quiet logleve
 DISK_SLOT = 0x04
 ESP_SLOT = 0x05
 DATA_SLOT = 0x06
+# disk boot (an edge board's A/B disk): the board's watchdog, QEMU's i6300esb (reset on expiry).
+WATCHDOG_SLOT = 0x07
+WATCHDOG_DEVICE = "i6300esb"
 # The data disk's virtio serial: the guest sees it as /dev/disk/by-id/virtio-n3x-data.
 DATA_DISK_SERIAL = "n3x-data"
 SIZE_RE = re.compile(r"[1-9][0-9]*[MG]")
@@ -350,7 +353,7 @@ def vm_definition(
         "machine": machine or ARCHES[arch]["machine"],
         "arch": arch,
         "data_disk": str(data_disk or ""),
-    }
+    } | ({"watchdog": WATCHDOG_DEVICE} if boot_mode == "disk" else {})
 
 
 def definition_hash(vm):
@@ -428,6 +431,8 @@ def qemu_argv(vm, ssh_port, accel):
             "-drive",
             "if=pflash,format=raw,unit=1,file={}".format(qemu_value(p["vars"])),
         ]
+    if vm.get("watchdog"):
+        argv += ["-device", "{},addr=0x{:x}".format(vm["watchdog"], WATCHDOG_SLOT), "-action", "watchdog=reset"]
     if vm["boot_mode"] == "uefi":
         argv += [
             "-drive",

@@ -303,44 +303,127 @@ AB_GRUB_MODULES = [
     "echo", "linux", "sleep", "reboot", "normal", "efi_gop", "configfile",
 ]  # fmt: skip
 AB_SLOT_PARTITIONS = {"a": 2, "b": 3}
+AB_FACTORY_VERSION = "factory"
 
 AB_FSTAB = """# n3x A/B lab image: the root is the slot GRUB chose (root=PARTLABEL=rootfs_a|b).
 PARTLABEL=esp /boot/efi vfat defaults,umask=0077 0 2
 PARTLABEL=data /data ext4 defaults,noatime,nofail 0 2
 """
 
+# The health check that gates confirmation (n3x-boot-confirm), and its defaults; playbooks/
+# ota.yml writes /etc/n3x/boot-confirm.conf, which updates carry over (preserved).
+AB_CONFIRM_CONF = "/etc/n3x/boot-confirm.conf"
+AB_CONFIRM_DEFAULTS = {"timeout": "120", "interfaces": "auto", "k3s": "auto", "check": ""}
+
 AB_BOOT_CONFIRM = """#!/bin/sh
-# n3x: this slot came up (systemd reached multi-user, sshd runs): tell GRUB to stop
-# counting boot attempts, so it keeps this slot instead of rolling back.
-set -eu
+# n3x: confirm the booted A/B slot to GRUB once this node is healthy, or go back to the
+# previous slot. Runs at every boot, from early on; only a trial boot (upgrade_available=1,
+# which an update sets) has anything to decide. Healthy means, within `timeout` seconds:
+#  - systemd-networkd has configured every interface its units name (interfaces=auto: each
+#    Name= of /etc/systemd/network/*.network; or a list; or none),
+#  - where k3s is enabled (k3s=auto; yes requires it), the node is Ready,
+#  - and `check`, a command of the user's, succeeds (none by default).
+# Confirmed: upgrade_available=0, boot_count=0, and swupdate's update markers (ustate,
+# recovery_status) cleared. Not healthy in time: rootfs_slot=rootfs_fallback, ustate=3
+# (failed), and a reboot into the previous slot.
+set -u
 env=/boot/grub/grubenv
-if grub-editenv "$env" list | grep -qx 'upgrade_available=1'; then
-  grub-editenv "$env" set upgrade_available=0 boot_count=0
-  sync
-  echo "n3x: confirmed $(grub-editenv "$env" list | grep '^rootfs_slot=')"
+conf=%(conf)s
+timeout=%(timeout)s interfaces=%(interfaces)s k3s=%(k3s)s check=%(check)s
+if [ -r "$conf" ]; then
+  while IFS='=' read -r key value; do
+    case $key in
+      timeout) timeout=$value ;;
+      interfaces) interfaces=$value ;;
+      k3s) k3s=$value ;;
+      check) check=$value ;;
+    esac
+  done < "$conf"
 fi
+case $timeout in '' | *[!0-9]*) echo "n3x: $conf: timeout=$timeout is not a number of seconds; using 120" >&2; timeout=120 ;; esac
+var() { grub-editenv "$env" list | sed -n "s/^$1=//p"; }
+[ "$(var upgrade_available)" = 1 ] || exit 0
+slot=$(var rootfs_slot) fallback=$(var rootfs_fallback)
+[ "$interfaces" = auto ] && interfaces=$(sed -n 's/^Name=//p' /etc/systemd/network/*.network 2>/dev/null | tr ' ' '\\n' | grep -v '[*?[]' | sort -u)
+[ "$interfaces" = none ] && interfaces=
+if [ "$k3s" = auto ]; then
+  k3s=no
+  for unit in k3s k3s-agent; do systemctl -q is-enabled "$unit" 2>/dev/null && k3s=yes; done
+fi
+healthy() {
+  for name in $interfaces; do
+    state=$(timeout 10 networkctl list --no-legend --no-pager 2>/dev/null | awk -v n="$name" '$2 == n { print $5 }')
+    [ "$state" = configured ] || { reason="networkd has not configured $name (${state:-no such link})"; return 1; }
+  done
+  if [ "$k3s" = yes ]; then
+    ready=$(timeout 20 k3s kubectl --kubeconfig /var/lib/rancher/k3s/agent/kubelet.kubeconfig get node "$(hostname)" \\
+      -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)
+    [ "$ready" = True ] || { reason="k3s node $(hostname) is not Ready (${ready:-no answer})"; return 1; }
+  fi
+  if [ -n "$check" ]; then
+    timeout 60 sh -c "$check" >/dev/null 2>&1 || { reason="the check '$check' failed"; return 1; }
+  fi
+  return 0
+}
+reason="not checked yet"
+deadline=$(( $(cut -d. -f1 /proc/uptime) + timeout ))
+while ! healthy; do
+  if [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ]; then
+    grub-editenv "$env" set rootfs_slot="$fallback" upgrade_available=0 boot_count=0 ustate=3
+    sync
+    echo "n3x: slot $slot is not healthy after ${timeout}s: $reason; back to slot $fallback"
+    systemctl --no-block reboot
+    exit 1
+  fi
+  sleep 2
+done
+grub-editenv "$env" set upgrade_available=0 boot_count=0
+grub-editenv "$env" unset ustate recovery_status
+sync
+echo "n3x: confirmed slot $slot (healthy: ${interfaces:-no interfaces to check}$( [ "$k3s" = yes ] && echo ', k3s Ready'))"
 """
 
+# Started early (after the local filesystems, /boot/efi among them), not at the end of the
+# boot: its deadline then also covers a boot that hangs in some other unit.
 AB_BOOT_CONFIRM_UNIT = """[Unit]
-Description=Confirm the booted A/B slot to GRUB (n3x)
-After=n3x-sshd.service local-fs.target
+Description=Confirm the booted A/B slot once the node is healthy (n3x)
+DefaultDependencies=no
+After=local-fs.target
 RequiresMountsFor=/boot/efi
+Conflicts=shutdown.target
+Before=shutdown.target
 ConditionPathExists=/boot/grub/grubenv
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+TimeoutStartSec=infinity
 ExecStart=/usr/local/sbin/n3x-boot-confirm
+# The verdict on the serial console too: the journal of a trial boot is gone after a rollback.
+StandardOutput=journal+console
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=sysinit.target
+"""
+
+# The watchdog: the A/B initrd arms it before handing over (a slot whose userspace never
+# takes it over is reset), systemd then pets it (RuntimeWatchdogSec) for as long as PID 1
+# runs. QEMU's i6300esb when the kernel has its driver (Debian's generic kernel), else the
+# kernel's softdog (Debian's cloud kernel has no i6300esb or iTCO driver).
+AB_WATCHDOG_SEC = 30
+AB_WATCHDOG_DRIVERS = {"i6300esb": "heartbeat", "softdog": "soft_margin"}
+AB_WATCHDOG_CONF = f"""# n3x A/B image: systemd pets the watchdog the initrd armed; if PID 1 stops, the board resets.
+[Manager]
+RuntimeWatchdogSec={AB_WATCHDOG_SEC}s
+RebootWatchdogSec=2min
 """
 
 # The A/B image's initrd: as LAB_INIT, but the root is the partition whose GPT name
-# root=PARTLABEL= gives (the kernel reports it as PARTNAME in sysfs; no udev here), and a
-# root that cannot be mounted reboots, so that GRUB counts a failed attempt.
+# root=PARTLABEL= gives (the kernel reports it as PARTNAME in sysfs; no udev here), a
+# root that cannot be mounted reboots, so that GRUB counts a failed attempt, and the
+# watchdog is armed before the slot's own userspace starts.
 LAB_INIT_AB = """#!/bin/busybox sh
-# n3x lab initrd (A/B): load virtio, mount root=PARTLABEL=..., hand over to systemd.
+# n3x lab initrd (A/B): load virtio, mount root=PARTLABEL=..., arm the watchdog, hand over to systemd.
 bb=/bin/busybox
 $bb mount -t devtmpfs devtmpfs /dev
 $bb mount -t proc proc /proc
@@ -371,6 +454,10 @@ if [ -z "$label" ] || ! $bb mount -t ext4 -o rw "$root" /newroot; then
   $bb sleep 5
   $bb reboot -f
 fi
+# Open and close without the magic 'V': the watchdog keeps running, and resets the board
+# %(watchdog_sec)s s from now unless systemd (RuntimeWatchdogSec) takes it over.
+%(watchdog)s
+if [ -c /dev/watchdog0 ]; then exec 3>/dev/watchdog0; exec 3>&-; else echo "n3x lab initrd: no watchdog"; fi
 $bb ip link set eth0 up && $bb ip addr add 10.0.2.15/24 dev eth0 && $bb ip route add default via 10.0.2.2
 $bb umount /sys
 $bb umount /proc
@@ -379,20 +466,30 @@ exec $bb switch_root /newroot /sbin/init
 """
 
 
+def confirm_script(defaults=None):
+    """n3x-boot-confirm with the health check defaults (AB_CONFIRM_DEFAULTS) filled in."""
+    values = {**AB_CONFIRM_DEFAULTS, **(defaults or {})}
+    for key, value in values.items():
+        if any(char in str(value) for char in "'\\n"):
+            raise ImageError(f"boot confirmation {key}: {value!r} holds a quote or newline")
+    return AB_BOOT_CONFIRM % {"conf": AB_CONFIRM_CONF, **{key: f"'{value}'" for key, value in values.items()}}
+
+
 def ab_grub_cfg(cmdline, attempts=AB_BOOT_ATTEMPTS):
     """GRUB's embedded config for the A/B disk: slot choice, boot counting, fallback.
 
     grubenv (on the ESP, which Linux mounts at /boot/efi; /boot/grub links there) holds
-    rootfs_slot, rootfs_fallback, upgrade_available and boot_count, set by swupdate's GRUB
-    handler. While upgrade_available=1 every boot counts; once `attempts` boots have not
-    been confirmed (n3x-boot-confirm clears upgrade_available), GRUB goes back to
-    rootfs_fallback for good. GRUB script has no arithmetic, hence the chain of ifs.
+    rootfs_slot, rootfs_fallback, upgrade_available, boot_count and boot_attempts, set by
+    swupdate's GRUB handler. While upgrade_available=1 every boot counts; once
+    boot_attempts boots (`attempts` when grubenv has none) have not been confirmed
+    (n3x-boot-confirm clears upgrade_available), GRUB goes back to rootfs_fallback for good
+    and marks the update failed (ustate=3, swupdate's STATE_FAILED). GRUB script has no
+    arithmetic, hence the chain of ifs, up to 9 attempts.
     """
-    if attempts < 1:
-        raise ImageError("boot attempts must be at least 1")
+    if not 1 <= attempts <= 9:
+        raise ImageError("boot attempts must be 1 to 9")
     root_free = " ".join(arg for arg in cmdline.split() if not arg.startswith("root="))
-    count = ['  if [ "$boot_count" = "0" ]; then set boot_count=1']
-    count += [f'  elif [ "$boot_count" = "{n}" ]; then set boot_count={n + 1}' for n in range(1, attempts)]
+    count = [f'  elif [ "$boot_count" = "{n}" ]; then set boot_count={n + 1}' for n in range(9)]
     slot_parts = AB_SLOT_PARTITIONS
     return "\n".join(
         [
@@ -403,14 +500,19 @@ def ab_grub_cfg(cmdline, attempts=AB_BOOT_ATTEMPTS):
             "set envfile=($esp)/grub/grubenv",
             "load_env --file $envfile",
             'if [ "$upgrade_available" = "1" ]; then',
+            f'  if [ -z "$boot_attempts" ]; then set boot_attempts={attempts}; fi',
+            '  if [ "$boot_count" = "$boot_attempts" ]; then set fall_back=1',
             *count,
-            "  else",
+            "  else set fall_back=1",
+            "  fi",
+            '  if [ "$fall_back" = "1" ]; then',
             '    echo "n3x: slot $rootfs_slot was not confirmed after $boot_count boots: back to slot $rootfs_fallback"',
             "    set rootfs_slot=$rootfs_fallback",
             "    set upgrade_available=0",
             "    set boot_count=0",
+            "    set ustate=3",
             "  fi",
-            "  save_env --file $envfile rootfs_slot upgrade_available boot_count",
+            "  save_env --file $envfile rootfs_slot upgrade_available boot_count ustate",
             "fi",
             f'if [ "$rootfs_slot" = "b" ]; then set slot_part=gpt{slot_parts["b"]}; else set rootfs_slot=a; set slot_part=gpt{slot_parts["a"]}; fi',
             'echo "n3x: booting slot $rootfs_slot (upgrade_available=$upgrade_available boot_count=$boot_count)"',
@@ -685,8 +787,9 @@ def image_spec(
                 # swupdate's hardware compatibility check reads "board revision" here.
                 "/etc/hwrevision": (0o644, AB_HARDWARE + "\n"),
                 "/etc/n3x-build": (0o644, "factory\n"),
-                "/usr/local/sbin/n3x-boot-confirm": (0o755, AB_BOOT_CONFIRM),
+                "/usr/local/sbin/n3x-boot-confirm": (0o755, confirm_script()),
                 "/etc/systemd/system/n3x-boot-confirm.service": (0o644, AB_BOOT_CONFIRM_UNIT),
+                "/etc/systemd/system.conf.d/10-n3x-watchdog.conf": (0o644, AB_WATCHDOG_CONF),
                 # Logs in RAM: a slot's filesystem changes only through updates (and the
                 # running slot can be remounted read-only to prove an update left it alone).
                 "/etc/systemd/journald.conf.d/10-n3x-volatile.conf": (0o644, "[Journal]\nStorage=volatile\n"),
@@ -726,10 +829,14 @@ def image_spec(
             "grub_modules": list(AB_GRUB_MODULES),
             "esp_mib": AB_ESP_MIB,
             "data_extra_mib": AB_DATA_EXTRA_MIB,
+            # Both slots hold root.img: the build adds rootfs_{a,b}_image (its sha256), which
+            # a delta update names as its base, and rootfs_{a,b}_version.
             "grubenv": {"rootfs_slot": "a", "rootfs_fallback": "b", "upgrade_available": "0", "boot_count": "0"},
+            "version": AB_FACTORY_VERSION,
             # ab_slot_size's rule for size "auto"; change this text when the rule changes.
             "slot_size_rule": "content * 1.1 + 96 MiB, 4 MiB steps",
         }
+        spec["lab_initrd"]["watchdog"] = {"seconds": AB_WATCHDOG_SEC, "drivers": dict(AB_WATCHDOG_DRIVERS)}
     return spec
 
 
@@ -1123,6 +1230,18 @@ def cpio_newc(entries):
     return bytes(out)
 
 
+def watchdog_driver(modules_dep_text, builtin_text, watchdog):
+    """(driver, needs insmod) of the first watchdog driver of watchdog['drivers'] the kernel has."""
+    builtin = {os.path.basename(line.strip())[: -len(".ko")].replace("-", "_") for line in builtin_text.splitlines() if line.strip()}
+    modules = {os.path.basename(line.split(":", 1)[0])[: -len(".ko")].replace("-", "_") for line in modules_dep_text.splitlines() if ":" in line}
+    for driver in watchdog["drivers"]:
+        if driver in builtin:
+            return driver, False
+        if driver in modules:
+            return driver, True
+    raise ImageError("the image's kernel has none of the watchdog drivers {}".format(", ".join(watchdog["drivers"])))
+
+
 def build_lab_initrd(tree, dest, spec):
     """Write the small lab initrd (see LAB_INIT) for the tree's kernel."""
     kdir = os.path.dirname(_single(tree, "lib/modules/*/modules.dep"))
@@ -1131,15 +1250,27 @@ def build_lab_initrd(tree, dest, spec):
         with open(os.path.join(kdir, "modules.builtin")) as fh:
             builtin = fh.read()
     with open(os.path.join(kdir, "modules.dep")) as fh:
-        order = module_load_order(fh.read(), spec["lab_initrd"]["modules"], builtin)
+        modules_dep = fh.read()
+    order = module_load_order(modules_dep, spec["lab_initrd"]["modules"], builtin)
     names = [os.path.basename(m)[: -len(".ko")] for m in order]
+    values = {"modules": " ".join(names)}
+    watchdog = spec["lab_initrd"].get("watchdog")
+    if watchdog:
+        driver, load = watchdog_driver(modules_dep, builtin, watchdog)
+        extra = [m for m in module_load_order(modules_dep, [driver], builtin) if m not in order] if load else []
+        lines = [f"$bb insmod /lib/modules/{os.path.basename(m)}" for m in extra]
+        if lines:
+            lines[-1] += f" {watchdog['drivers'][driver]}={watchdog['seconds']}"
+        values["watchdog"] = "\n".join(lines) or f"# {driver} is built into the kernel"
+        values["watchdog_sec"] = watchdog["seconds"]
+        order += extra
     with open(os.path.join(tree, "bin/busybox"), "rb") as fh:
         busybox = fh.read()
     entries = [(d, 0o40755, b"", 0, 0) for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules")]
     # The kernel opens /dev/console for init before devtmpfs is mounted.
     entries.append(("dev/console", 0o20600, b"", 5, 1))
     entries.append(("bin/busybox", 0o100755, busybox, 0, 0))
-    init = spec["lab_initrd"]["init"] % {"modules": " ".join(names)}
+    init = spec["lab_initrd"]["init"] % values
     entries.append(("init", 0o100755, init.encode(), 0, 0))
     for mod in order:
         with open(os.path.join(kdir, mod), "rb") as fh:
@@ -1213,19 +1344,38 @@ def prepare_ab_tree(workdir, tree, spec, lab_initrd, log):
     with open(esp, "wb") as fh:
         fh.truncate(ab["esp_mib"] * 1024 * 1024)
     _run(["mkfs.vfat", "-n", "N3X-ESP", esp], log)
-    env = os.path.join(workdir, "grubenv")
-    with open(env, "wb") as fh:
-        fh.write(grubenv_block(ab["grubenv"]))
     marker = os.path.join(workdir, "n3x-esp")
     with open(marker, "w") as fh:
         fh.write("n3x A/B ESP: GRUB finds its grubenv by this file\n")
     _run(["mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/grub"], log)
     _run(["mcopy", "-i", esp, os.path.join(tree, "tmp", "BOOTX64.EFI"), "::/EFI/BOOT/BOOTX64.EFI"], log)
-    _run(["mcopy", "-i", esp, env, "::/grub/grubenv"], log)
     _run(["mcopy", "-i", esp, marker, "::/grub/n3x-esp"], log)
-    for path in (os.path.join(tree, "tmp", "BOOTX64.EFI"), cfg, env, marker):
+    for path in (os.path.join(tree, "tmp", "BOOTX64.EFI"), cfg, marker):
         os.unlink(path)
     return esp
+
+
+def ab_grubenv(spec, root_sha256):
+    """The factory grubenv: slot a runs, both slots hold root.img (its sha256 and version)."""
+    variables = dict(spec["ab"]["grubenv"])
+    for slot in AB_SLOT_PARTITIONS:
+        variables[f"rootfs_{slot}_image"] = root_sha256
+        variables[f"rootfs_{slot}_version"] = spec["ab"]["version"]
+    return grubenv_block(variables)
+
+
+def write_ab_grubenv(workdir, esp, spec, root, log):
+    """Put the factory grubenv on the ESP, once root.img (whose sha256 it records) exists."""
+    digest = hashlib.sha256()
+    with open(root, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+    env = os.path.join(workdir, "grubenv")
+    with open(env, "wb") as fh:
+        fh.write(ab_grubenv(spec, digest.hexdigest()))
+    _run(["mcopy", "-o", "-i", esp, env, "::/grub/grubenv"], log)
+    os.unlink(env)
+    return digest.hexdigest()
 
 
 def build_ab_disk(workdir, root, esp, spec, seed, log):
@@ -1349,6 +1499,7 @@ def _build_in(workdir, log_path, spec, groups, base_packages, key):
         _run(["mkfs.ext4", "-q", "-F", "-L", "n3x-root", "-d", tree, root, size], log)
         remove_build_dir(tree)
         if spec.get("layout") == "ab":
+            write_ab_grubenv(workdir, esp, spec, root, log)
             build_ab_disk(workdir, root, esp, spec, key, log)
     manifest = {
         "key": key,

@@ -29,14 +29,26 @@ def _group_alive(pgid, proc="/proc"):
     for name in os.listdir(proc):
         if not name.isdigit():
             continue
-        try:
-            with open(os.path.join(proc, name, "stat"), encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+        fields = _stat_fields(os.path.join(proc, name, "stat"))
+        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
             return True
     return False
+
+
+def _stat_fields(path):
+    """The fields of a /proc stat file after "(comm)" (state first), or None once it is gone."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            # comm may hold spaces and parentheses: the last ')' ends it.
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def runnable_threads(pid, proc="/proc"):
+    """How many threads of process ``pid`` are running or waiting for a CPU (state R)."""
+    states = (_stat_fields(os.path.join(proc, str(pid), "task", task, "stat")) for task in os.listdir(os.path.join(proc, str(pid), "task")))
+    return sum(1 for fields in states if fields and fields[0] == "R")
 
 
 def run_in_process_group(argv, cwd, log, timeout, grace=30, env=None, poll=0.2):
@@ -59,6 +71,12 @@ def run_in_process_group(argv, cwd, log, timeout, grace=30, env=None, poll=0.2):
         return rc, False
     _stop_group(process, pgid, grace, poll)
     return process.wait(), True
+
+
+def stop_group(process, grace=30, poll=0.2):
+    """SIGTERM to the process group ``process`` leads (started with start_new_session), SIGKILL to what is left after ``grace`` seconds."""
+    _stop_group(process, process.pid, grace, poll)
+    process.wait()
 
 
 def _stop_group(process, pgid, grace, poll):

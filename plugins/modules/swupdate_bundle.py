@@ -17,10 +17,24 @@ description:
   - C(sw-description) lists every image with its sha256, so the single signature covers the
     images too; swupdate refuses an image altered after signing.
   - Each image is written raw to the partition of the slot being updated (O(images[].device)
-    with C({slot}) replaced by C(a) or C(b)); the bundle then sets the bootloader variables
-    C(rootfs_slot) to the new slot, C(rootfs_fallback) to the old one, C(upgrade_available=1)
-    and C(boot_count=0), which the lab image's GRUB uses to boot the new slot and to roll back
-    when it fails to come up.
+    with C({slot}) replaced by C(a) or C(b)). It travels zstd-compressed by default
+    (C(compressed = "zstd")); C(sha256) in C(sw-description) is that of the artifact in the
+    bundle, and a readback script (swupdate's C(readback) handler) then checks the sha256 of
+    what was written to the slot. With O(aes_key) the artifact is also AES-CBC encrypted
+    (C(encrypted), C(ivt)); the devices decrypt with C(swupdate -K).
+  - A delta (O(images[].delta_base)) carries only the zchunk header of the image; the
+    device's swupdate (C(delta) handler, chained to C(raw)) reuses the chunks its running
+    slot already has and fetches the others from O(delta_url) with HTTP range requests,
+    checking each chunk's sha256 before it is written (so a delta has no readback script).
+    The C(.zck) file is written to O(delta_dir), which must be served at O(delta_url). A
+    preinstall script refuses the delta, before anything is written, unless the running
+    slot holds the base image.
+  - After a successful install the bundle sets the bootloader variables C(rootfs_slot) to the
+    new slot, C(rootfs_fallback) to the old one, C(upgrade_available=1), C(boot_count=0),
+    C(boot_attempts), C(rootfs_<slot>_image) (sha256 of the image) and
+    C(rootfs_<slot>_version), which the lab image's GRUB uses to boot the new slot and to
+    roll back when it is not confirmed. A postinstall script first copies the node's
+    identity and configuration (O(preserve)) from the running system into the new slot.
   - The description holds the software collection C(stable) with one mode per slot it
     carries (C(slot_a), C(slot_b)), under each board of O(hardware) with that board's
     C(hardware-compatibility) revisions. Install it on a device with
@@ -54,6 +68,11 @@ options:
           - The partition it is written to on the device; C({slot}) becomes C(a) or C(b).
         type: str
         default: /dev/disk/by-partlabel/rootfs_{slot}
+      delta_base:
+        description:
+          - Make a delta against this image, the one the devices run (their running slot was
+            written from it). Needs O(delta_url) and O(delta_dir); cannot be encrypted.
+        type: path
   version:
     description: The software version recorded in C(sw-description).
     type: str
@@ -97,11 +116,52 @@ options:
     description: Octal mode of the bundle file.
     type: str
     default: "0644"
+  compression:
+    description: How images travel in the bundle; deltas are always zchunk (zstd chunks).
+    type: str
+    choices: [zstd, none]
+    default: zstd
+  compression_level:
+    description: zstd level, 1 to 19 (9 is the knee for the lab's root filesystem; see the README).
+    type: int
+    default: 9
+  work_dir:
+    description:
+      - Directory that keeps the compressed, encrypted and chunked images, named by the
+        image's sha256, so that rebuilding a bundle for the same image reuses them. A
+        temporary directory when omitted. Safe to delete.
+    type: path
+  aes_key:
+    description:
+      - Encrypt the images with this AES key file (C(<key hex> <iv hex>), mode C(0600); the
+        file the devices pass to C(swupdate -K)). Only its path is passed on; the IV of each
+        image is derived from the key and the image, so the bundle stays reproducible.
+    type: path
+  delta_url:
+    description: URL of the directory that serves O(delta_dir) (with HTTP range requests), for deltas.
+    type: str
+  delta_dir:
+    description: Directory the C(.zck) file of each delta image is written to, served at O(delta_url).
+    type: path
+  preserve:
+    description:
+      - Paths (absolute, a trailing glob allowed) the bundle's postinstall script copies from
+        the running system into the updated slot - the node's identity and configuration. An
+        empty list copies nothing.
+    type: list
+    elements: str
+    default: [/etc/hostname, /etc/hosts, /etc/machine-id, /etc/ssh/ssh_host_*, /etc/systemd/network, /etc/rancher, /etc/n3x,
+              /etc/modules-load.d/n3x-*.conf, /etc/sysctl.d/90-n3x-*.conf, /etc/iscsi/initiatorname.iscsi, /etc/swupdate/aes.key]
+  boot_attempts:
+    description: Unconfirmed boots of the new slot GRUB allows before it goes back to the old one (1 to 9).
+    type: int
+    default: 3
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - n3x.cluster.attributes
 requirements:
   - openssl on the host that runs the module (for signing).
+  - zstd (compressed images), zck and zck_read_header from zchunk (deltas), the Python package cryptography (encrypted images).
 notes:
   - The devices need swupdate with the GRUB bootloader interface (C(swupdate -B grub)), the
     signing certificate and C(/etc/hwrevision) (or C(-H board:revision)).
@@ -121,11 +181,38 @@ EXAMPLES = r"""
     hardware: ["n3x-lab:1.0"]
     images:
       - path: "{{ playbook_dir }}/../out/rootfs.ext4"
-    signing_key: ~/.cache/n3x/swupdate-keys/swupdate.key
-    signing_cert: ~/.cache/n3x/swupdate-keys/swupdate.crt
+    signing_key: ~/.local/share/n3x/swupdate-keys/swupdate.key
+    signing_cert: ~/.local/share/n3x/swupdate-keys/swupdate.crt
+    work_dir: ~/.cache/n3x/swupdate-artifacts
   delegate_to: localhost
   run_once: true
   register: bundle
+
+- name: A delta for nodes that run rootfs-1.3.0.ext4; the update server serves /srv/ota
+  n3x.cluster.swupdate_bundle:
+    dest: /srv/ota/rootfs-1.4.0-delta.swu
+    version: 1.4.0
+    hardware: ["n3x-lab:1.0"]
+    images:
+      - path: /srv/images/rootfs-1.4.0.ext4
+        name: rootfs.ext4
+        delta_base: /srv/images/rootfs-1.3.0.ext4
+    delta_url: http://updates.example.net/ota
+    delta_dir: /srv/ota
+    signing_key: /etc/n3x/swupdate.key
+    signing_cert: /etc/n3x/swupdate.crt
+  delegate_to: localhost
+
+- name: Encrypted images (the devices hold the same key in /etc/swupdate/aes.key)
+  n3x.cluster.swupdate_bundle:
+    dest: /srv/ota/rootfs-1.4.0-enc.swu
+    version: 1.4.0
+    hardware: ["n3x-lab:1.0"]
+    images: [{path: /srv/images/rootfs-1.4.0.ext4, name: rootfs.ext4}]
+    aes_key: /etc/n3x/swupdate-aes.key
+    signing_key: /etc/n3x/swupdate.key
+    signing_cert: /etc/n3x/swupdate.crt
+  delegate_to: localhost
 
 - name: Install it to the inactive slot
   ansible.builtin.command:
@@ -182,11 +269,31 @@ sw_description:
   description: The text of sw-description.
   returned: always
   type: str
+ratio:
+  description: Bundle bytes per byte written to the slots (0.2 - a bundle a fifth of the image).
+  returned: always
+  type: float
+images:
+  description:
+    - Per image - name, member (its name in the bundle), size (of the artifact in the bundle),
+      written_size and written_sha256 (of the image itself), compressed, encrypted and, for a
+      delta, delta with url, base_sha256, zck (path of the served file), zck_size,
+      header_size and chunks.
+  returned: always
+  type: list
+  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_swupdate import SwupdateError, build_bundle
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_swupdate import (
+    COMPRESSIONS,
+    DEFAULT_BOOT_ATTEMPTS,
+    DEFAULT_COMPRESSION_LEVEL,
+    DEFAULT_PRESERVE,
+    SwupdateError,
+    build_bundle,
+)
 
 
 def main():
@@ -201,6 +308,7 @@ def main():
                     "path": {"type": "path", "required": True},
                     "name": {"type": "str"},
                     "device": {"type": "str", "default": "/dev/disk/by-partlabel/rootfs_{slot}"},
+                    "delta_base": {"type": "path"},
                 },
             },
             "version": {"type": "str", "required": True},
@@ -212,8 +320,16 @@ def main():
             "signing_cert": {"type": "path"},
             "allow_unsigned": {"type": "bool", "default": False},
             "mode": {"type": "str", "default": "0644"},
+            "compression": {"type": "str", "choices": list(COMPRESSIONS), "default": "zstd"},
+            "compression_level": {"type": "int", "default": DEFAULT_COMPRESSION_LEVEL},
+            "work_dir": {"type": "path"},
+            "aes_key": {"type": "path", "no_log": False},
+            "delta_url": {"type": "str"},
+            "delta_dir": {"type": "path"},
+            "preserve": {"type": "list", "elements": "str", "default": list(DEFAULT_PRESERVE)},
+            "boot_attempts": {"type": "int", "default": DEFAULT_BOOT_ATTEMPTS},
         },
-        required_together=[("signing_key", "signing_cert")],
+        required_together=[("signing_key", "signing_cert"), ("delta_url", "delta_dir")],
         required_if=[("slot", "inactive", ("active_slot",))],
         supports_check_mode=True,
     )
@@ -225,8 +341,9 @@ def main():
     except ValueError:
         module.fail_json(msg=f"mode: {params['mode']!r} is not an octal mode")
     for image in params["images"]:
-        if not image.get("name"):
-            image.pop("name", None)
+        for optional in ("name", "delta_base"):
+            if not image.get(optional):
+                image.pop(optional, None)
     try:
         result = build_bundle(
             params["dest"],
@@ -240,6 +357,14 @@ def main():
             description=params["description"],
             check_mode=module.check_mode,
             mode=mode,
+            compression=params["compression"],
+            level=params["compression_level"],
+            work_dir=params["work_dir"],
+            aes_key=params["aes_key"],
+            delta_url=params["delta_url"],
+            delta_dir=params["delta_dir"],
+            preserve=params["preserve"],
+            boot_attempts=params["boot_attempts"],
         )
     except (SwupdateError, OSError) as exc:
         module.fail_json(msg=f"{params['dest']}: {exc}")

@@ -21,7 +21,14 @@ description:
     which may already name the other slot after an earlier install).
   - swupdate verifies the bundle's CMS signature with O(public_key), every image's sha256
     and the hardware compatibility (C(/etc/hwrevision) or O(hardware)); a bundle that fails
-    any check fails this task and nothing is written.
+    any check fails this task and nothing is written. After writing, the bundle's readback
+    script compares the slot with the sha256 of the image (what was written).
+  - A delta bundle (M(n3x.cluster.swupdate_bundle) with O(n3x.cluster.swupdate_bundle#module:images[].delta_base))
+    rebuilds the slot from the chunks of the running slot plus the chunks it lacks, fetched
+    with HTTP range requests. A bundle file whose delta was made against another image than
+    the one the running slot holds (C(rootfs_<slot>_image) in grubenv) is refused before
+    swupdate starts; the bundle's own preinstall script refuses it too, before any image is
+    written (for O(url) and for swupdate run by hand).
   - swupdate 2022.12 (Debian bookworm) has a start-up race in C(-i) - its client may read
     the installer's IDLE state, log success, exit 1 and end the install it started. Such a
     run proves nothing, so it is run again (up to O(attempts) runs); every run is a complete
@@ -51,6 +58,41 @@ options:
     description: swupdate's bootloader interface (C(-B)).
     type: str
     default: grub
+  aes_key:
+    description:
+      - Key file that decrypts encrypted images (C(swupdate -K)) - C(<key hex> <iv hex>), mode
+        C(0600). Only its path reaches swupdate's command line.
+    type: path
+  grubenv:
+    description: The GRUB environment the device boots with, read for the delta base check.
+    type: path
+    default: /boot/grub/grubenv
+  health_check:
+    description:
+      - The health check the updated slot must pass before it confirms itself (the A/B
+        image's C(n3x-boot-confirm)), written to C(/etc/n3x/boot-confirm.conf) before the
+        install; bundles carry that file into the new slot. Omitted - the file stays as it is.
+    type: dict
+    suboptions:
+      timeout:
+        description: Seconds the new slot has to become healthy; then it goes back to the old slot.
+        type: int
+        default: 120
+      interfaces:
+        description:
+          - Interfaces systemd-networkd must have configured - C(auto) (every C(Name=) of the
+            node's networkd units), C(none), or a list of names.
+        type: raw
+        default: auto
+      k3s:
+        description: Whether the k3s node must be Ready - C(auto) (where k3s is enabled), C(yes) or C(no).
+        type: str
+        choices: [auto, "yes", "no"]
+        default: auto
+      command:
+        description: A shell command of your own that must succeed too.
+        type: str
+        default: ""
   tmpdir:
     description:
       - Directory for swupdate's sockets and its copy of each image (C(TMPDIR)); created
@@ -103,7 +145,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 outcome:
-  description: C(successful), C(failed) or C(interrupted) (swupdate's start-up race struck every run).
+  description:
+    - C(successful), C(failed), C(interrupted) (swupdate's start-up race struck every run) or
+      C(refused) (checked before swupdate ran - a delta for another base, an unreadable key;
+      nothing was written).
   returned: always
   type: str
   sample: successful
@@ -117,11 +162,24 @@ active_slot:
   returned: always
   type: str
   sample: a
+version:
+  description: The version the bundle's C(sw-description) gives (bundle files only).
+  returned: when a bundle file was given
+  type: str
+  sample: 2.0.0
+delta_base:
+  description: For a delta, the sha256 of the image it was made against (and that the running slot holds).
+  returned: when the bundle file is a delta
+  type: str
 selection:
   description: The C(swupdate -e) argument used.
   returned: always
   type: str
   sample: stable,slot_b
+health_check_changed:
+  description: Whether O(health_check) changed C(/etc/n3x/boot-confirm.conf).
+  returned: when O(health_check) is given and not in check mode
+  type: bool
 runs:
   description: How many times swupdate ran (more than 1 when its start-up race struck).
   returned: when swupdate ran
@@ -153,6 +211,17 @@ def main():
             "public_key": {"type": "path", "default": swu.DEFAULT_PUBLIC_KEY, "no_log": False},
             "hardware": {"type": "str"},
             "bootloader": {"type": "str", "default": "grub"},
+            "aes_key": {"type": "path", "no_log": False},
+            "grubenv": {"type": "path", "default": "/boot/grub/grubenv"},
+            "health_check": {
+                "type": "dict",
+                "options": {
+                    "timeout": {"type": "int", "default": 120},
+                    "interfaces": {"type": "raw", "default": "auto"},
+                    "k3s": {"type": "str", "choices": ["auto", "yes", "no"], "default": "auto"},
+                    "command": {"type": "str", "default": ""},
+                },
+            },
             "tmpdir": {"type": "path", "default": swu.DEFAULT_TMPDIR},
             "attempts": {"type": "int", "default": 5},
             "timeout": {"type": "int", "default": 1800},
@@ -178,6 +247,7 @@ def main():
             hardware=p["hardware"],
             check=check and bool(p["bundle"]),
             swupdate=swupdate,
+            aes_key=p["aes_key"],
         )
     except swu.SwupdateError as exc:
         module.fail_json(msg=str(exc))
@@ -186,6 +256,24 @@ def main():
         module.fail_json(msg=f"slot {slot} is the running system's; install to the inactive slot", outcome="failed", **result)
     if p["bundle"] and not os.path.isfile(p["bundle"]):
         module.fail_json(msg=f"bundle {p['bundle']} not found", outcome="failed", **result)
+    try:
+        if p["aes_key"]:
+            swu.check_private_key(p["aes_key"], "AES key")
+        if p["bundle"]:
+            text = swu.bundle_description(p["bundle"])
+            result["version"] = swu.bundle_version(text)
+            if swu.delta_bases(text):
+                with open(p["grubenv"], errors="replace") as handle:
+                    grubenv = swu.parse_grubenv(handle.read(4096))
+                # The delta's source is the slot the node runs (the other one).
+                result["delta_base"] = swu.check_delta_base(text, grubenv, swu.inactive_slot(slot))
+        confirm = None
+        if p["health_check"]:
+            confirm = swu.confirm_config(**p["health_check"])
+    except (swu.SwupdateError, OSError) as exc:
+        module.fail_json(msg=str(exc), outcome="refused", **result)
+    if confirm and not check:
+        result["health_check_changed"] = swu.write_confirm_config(confirm)
     if check and p["url"]:
         module.exit_json(outcome="skipped", **result)
     os.makedirs(p["tmpdir"], mode=0o700, exist_ok=True)

@@ -22,10 +22,13 @@ from ansible_collections.n3x.cluster.plugins.module_utils import n3x_swupdate as
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 SWUPDATE = shutil.which("swupdate")
+CLIENT = shutil.which("swupdate-client")
 SLOT_SIZE = 512 * 1024
 HARDWARE = "n3x-lab:1.0"
 
-pytestmark = pytest.mark.skipif(SWUPDATE is None, reason="swupdate is not installed (apt-get install swupdate; scripts/bootstrap installs it)")
+pytestmark = pytest.mark.skipif(
+    SWUPDATE is None or CLIENT is None, reason="swupdate is not installed (apt-get install swupdate; scripts/bootstrap installs it)"
+)
 
 
 def grubenv_block(variables):
@@ -83,10 +86,11 @@ class Lab:
         swu.build_bundle(str(dest), "1.0.0", list(hardware), images, key=key, cert=cert, **kwargs)
         return dest
 
-    def swupdate(self, bundle, selection="stable,slot_b", hardware=HARDWARE, check=False):
-        args = [SWUPDATE, "-v", "-k", self.cert, "-H", hardware, "-e", selection, "-i", str(bundle)]
-        if check:
-            args.insert(1, "-c")
+    def swupdate(self, bundle, selection="stable,slot_b", hardware=HARDWARE, check=False, aes_key=None):
+        """Install (or with check, dry-run) `bundle` through a swupdate daemon; (outcome, log)."""
+        args = [SWUPDATE, "-v", "-k", self.cert, "-H", hardware, "-e", selection]
+        if aes_key:
+            args[1:1] = ["-K", aes_key]
         if GRUB:
             args[1:1] = ["-B", "grub"]
             command = ["unshare", "-m", "sh", "-c", f'mount --bind "{self.boot}" /boot && exec "$@"', "sh", *args]
@@ -94,9 +98,8 @@ class Lab:
             command = args
         # swupdate keeps its sockets and scratch files in TMPDIR: a short private one per run.
         with tempfile.TemporaryDirectory(prefix="swu-") as scratch:
-            outcome, output, runs = swu.run_install(command, timeout=180, env={**os.environ, "TMPDIR": scratch})
+            outcome, output = swu.install_via_daemon(command, str(bundle), dry_run=check, client=CLIENT, env={**os.environ, "TMPDIR": scratch}, timeout=180)
         output = "\n".join(line for line in output.splitlines() if "lua_report_exception" not in line)
-        assert outcome != "interrupted", f"swupdate's start-up race struck {runs} times in a row:\n{output}"
         return outcome, output
 
 
@@ -130,7 +133,7 @@ def test_valid_signed_bundle_installs_to_the_inactive_slot(lab):
     assert outcome == "successful", output
     assert "Verified OK" in output
     assert "Hardware compatibility verified" in output
-    assert "SWUpdate was successful" in output
+    assert "SWUPDATE successful" in output
     image = lab.rootfs.read_bytes()
     written = lab.slot("b").read_bytes()
     assert written[: len(image)] == image
@@ -228,14 +231,11 @@ def ansible(args, cwd=REPO):
     return json.loads(result.stdout)
 
 
-def test_role_and_module_build_a_bundle_that_swupdate_accepts(lab, tmp_path):
-    keys = tmp_path / "keys"
-    rootfs = tmp_path / "rootfs.ext4"
-    rootfs.write_bytes(lab.rootfs.read_bytes())
-    playbook = tmp_path / "bundle.yml"
-    playbook.write_text(
+def keys_playbook(path, keys, legacy, tasks=""):
+    """A playbook that runs the keys role with a key directory of its own, then `tasks`."""
+    path.write_text(
         f"""---
-- name: Build a bundle
+- name: Keys
   hosts: localhost
   gather_facts: false
   roles:
@@ -243,7 +243,42 @@ def test_role_and_module_build_a_bundle_that_swupdate_accepts(lab, tmp_path):
       vars:
         swupdate_keys_dir: {keys}
         swupdate_keys_bits: 2048
-  tasks:
+        swupdate_keys_legacy_dirs: [{legacy}]
+{tasks}"""
+    )
+    return path
+
+
+@pytest.mark.parametrize("where", ["cache", "legacy"])
+def test_the_keys_role_refuses_a_cache_and_keys_left_in_the_old_cache(tmp_path, where):
+    home = tmp_path / "home"
+    legacy = home / ".cache" / "n3x" / "swupdate-keys"
+    legacy.mkdir(parents=True)
+    if where == "legacy":
+        swu.generate_signing_key(str(legacy / "swupdate.key"), str(legacy / "swupdate.crt"), bits=2048)
+    keys = legacy if where == "cache" else home / ".local" / "share" / "n3x" / "swupdate-keys"
+    playbook = keys_playbook(tmp_path / "keys.yml", keys, legacy)
+    env_home = {"HOME": str(home)}
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
+        cwd=REPO, env={**os.environ, **env_home, "ANSIBLE_NOCOLOR": "1"}, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    output = " ".join(result.stdout.split())
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert ("inside the cache directory" if where == "cache" else "Move them to") in output
+    assert not (home / ".local").exists()
+    assert sorted(p.name for p in legacy.iterdir()) == ([] if where == "cache" else ["swupdate.crt", "swupdate.key"])
+
+
+def test_role_and_module_build_a_bundle_that_swupdate_accepts(lab, tmp_path):
+    keys = tmp_path / "keys"
+    rootfs = tmp_path / "rootfs.ext4"
+    rootfs.write_bytes(lab.rootfs.read_bytes())
+    playbook = keys_playbook(
+        tmp_path / "bundle.yml",
+        keys,
+        tmp_path / "legacy",
+        f"""  tasks:
     - name: Bundle
       n3x.cluster.swupdate_bundle:
         dest: {tmp_path}/out.swu
@@ -254,7 +289,8 @@ def test_role_and_module_build_a_bundle_that_swupdate_accepts(lab, tmp_path):
             device: "{lab.root}/slot_{{slot}}"
         signing_key: "{{{{ swupdate_keys_paths.key }}}}"
         signing_cert: "{{{{ swupdate_keys_paths.cert }}}}"
-"""
+        preserve: []
+""",
     )
     first = ansible(["ansible-playbook", "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)])
     assert first["stats"]["localhost"]["changed"] >= 2
@@ -274,3 +310,118 @@ def test_role_and_module_build_a_bundle_that_swupdate_accepts(lab, tmp_path):
         lab.cert = saved
     assert outcome == "successful", output
     assert lab.slot("b").read_bytes().startswith(rootfs.read_bytes())
+
+
+# --- compressed, encrypted and delta bundles ------------------------------------------
+
+ZCK = shutil.which("zck")
+
+
+def image_like(path, size=SLOT_SIZE // 2):
+    """Compressible, image-like bytes: runs of zeros between random blocks."""
+    blocks = [os.urandom(4096) if n % 3 else b"\0" * 4096 for n in range(size // 4096)]
+    path.write_bytes(b"".join(blocks))
+    return path
+
+
+def test_a_compressed_bundle_installs_and_swupdate_checks_what_it_wrote(lab):
+    image = image_like(lab.root / "compressible.ext4")
+    bundle = lab.root / "compressed.swu"
+    result = swu.build_bundle(str(bundle), "2.0.0", [HARDWARE], [{"path": str(image), "device": str(lab.root / "slot_{slot}")}],
+                              key=lab.key, cert=lab.cert, compression="zstd", boot_attempts=2)  # fmt: skip
+    assert result["members"][2] == "compressible.ext4.zst"
+    assert result["size"] < image.stat().st_size * 0.75
+    outcome, output = lab.swupdate(bundle)
+    assert outcome == "successful", output
+    assert "Readback verification success" in output
+    assert lab.slot("b").read_bytes()[: image.stat().st_size] == image.read_bytes()
+    if GRUB:
+        env = read_grubenv(lab.grubenv)
+        assert env["rootfs_b_image"] == hashlib.sha256(image.read_bytes()).hexdigest()
+        assert (env["rootfs_b_version"], env["boot_attempts"], env["ustate"]) == ("2.0.0", "2", "1")
+
+
+def test_a_slot_that_reads_back_wrong_is_never_switched_to(lab, tmp_path):
+    image = image_like(lab.root / "compressible.ext4")
+    images = [{"name": "compressible.ext4", "path": str(image), "device": str(lab.root / "slot_{slot}")}]
+    prepared = swu.prepare_image(images[0], str(tmp_path))
+    # A readback sha256 that is not the image's (as if the slot lost a write): swupdate writes
+    # the image, its readback script fails, and the bootloader variables stay as they were.
+    prepared["written_sha256"] = "12" * 32
+    text = swu.render_sw_description("2.0.0", [HARDWARE], [prepared], ("b",))
+    with open(lab.root / "bad-readback.swu", "wb") as out:
+        swu.write_cpio(out, [("sw-description", text.encode()), ("sw-description.sig", swu.cms_sign(text.encode(), lab.key, lab.cert)),
+                             (prepared["member"], {"path": prepared["artifact"]})])  # fmt: skip
+    outcome, output = lab.swupdate(lab.root / "bad-readback.swu")
+    assert outcome == "failed", output
+    assert "execute postinstall scripts failed" in output, output
+    if GRUB:
+        # Slot a still boots; swupdate's markers record the failed update (core/stream_interface.c).
+        assert read_grubenv(lab.grubenv) == {"rootfs_slot": "a", "recovery_status": "failed", "ustate": "3"}
+
+
+def test_an_encrypted_bundle_needs_the_aes_key(lab):
+    image = image_like(lab.root / "secret.ext4")
+    aes = lab.root / "aes.key"
+    if not aes.exists():
+        swu.generate_aes_key(str(aes))
+    bundle = lab.root / "encrypted.swu"
+    result = swu.build_bundle(str(bundle), "3.0.0", [HARDWARE], [{"path": str(image), "device": str(lab.root / "slot_{slot}")}],
+                              key=lab.key, cert=lab.cert, compression="zstd", aes_key=str(aes))  # fmt: skip
+    assert result["images"][0]["encrypted"]
+    assert image.read_bytes()[8192 : 8192 + 64] not in bundle.read_bytes()
+    outcome, output = lab.swupdate(bundle)
+    assert outcome == "failed", output
+    lab.reset()
+    other = lab.root / "other-aes.key"
+    if not other.exists():
+        swu.generate_aes_key(str(other))
+    outcome, output = lab.swupdate(bundle, aes_key=str(other))
+    assert outcome == "failed", output
+    if GRUB:
+        assert read_grubenv(lab.grubenv)["rootfs_slot"] == "a"
+    lab.reset()
+    outcome, output = lab.swupdate(bundle, aes_key=str(aes))
+    assert outcome == "successful", output
+    assert "Readback verification success" in output
+    assert lab.slot("b").read_bytes()[: image.stat().st_size] == image.read_bytes()
+
+
+@pytest.mark.skipif(ZCK is None, reason="zchunk is not installed (apt-get install zchunk)")
+@pytest.mark.skipif(not GRUB, reason="the delta base check reads grubenv, which needs a private mount namespace (root)")
+def test_a_delta_fetches_only_the_chunks_the_running_slot_lacks(lab):
+    from ansible_collections.n3x.cluster.plugins.module_utils.n3x_update_server import UpdateServer
+
+    base = image_like(lab.root / "base.ext4", 4 * 1024 * 1024)
+    new = lab.root / "new.ext4"
+    data = bytearray(base.read_bytes())
+    data[100000:100016] = b"one package more"
+    new.write_bytes(bytes(data))
+    lab.slot("a").write_bytes(base.read_bytes())
+    served = lab.root / "served"
+    served.mkdir(exist_ok=True)
+    with UpdateServer(served) as server:
+        bundle = lab.root / "delta.swu"
+        result = swu.build_bundle(
+            str(bundle), "2.1.0", [HARDWARE], [{"path": str(new), "device": str(lab.root / "slot_{slot}"), "delta_base": str(base)}],
+            key=lab.key, cert=lab.cert, delta_url=f"http://127.0.0.1:{server.port}/", delta_dir=str(served),
+        )  # fmt: skip
+        base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
+        # The slot it runs holds another image: refused before anything is fetched or written.
+        lab.grubenv.write_bytes(grubenv_block({"rootfs_slot": "a", "rootfs_a_image": "ab" * 32}))
+        outcome, output = lab.swupdate(bundle)
+        assert outcome == "failed", output
+        assert "n3x: delta base mismatch" in output
+        assert server.sent == {}
+        assert lab.slot("b").read_bytes() == b"\0" * SLOT_SIZE
+        lab.grubenv.write_bytes(grubenv_block({"rootfs_slot": "a", "rootfs_a_image": base_sha}))
+        server.httpd.sent.clear()
+        outcome, output = lab.swupdate(bundle)
+        assert outcome == "successful", output
+        # The delta handler checks every chunk's sha256; no second pass over the slot.
+        assert "readback" not in swu.bundle_description(str(bundle))
+        fetched = sum(server.sent.values())
+    assert lab.slot("b").read_bytes()[: new.stat().st_size] == new.read_bytes()
+    assert 0 < fetched < new.stat().st_size / 8, f"fetched {fetched} of {new.stat().st_size} bytes"
+    assert result["size"] < new.stat().st_size / 8
+    assert read_grubenv(lab.grubenv)["rootfs_b_image"] == hashlib.sha256(new.read_bytes()).hexdigest()

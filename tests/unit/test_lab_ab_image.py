@@ -105,19 +105,66 @@ def test_grub_cfg_counts_boots_and_falls_back():
     cfg = img.ab_grub_cfg("root=LABEL=n3x-root rw console=ttyS0 quiet", attempts=3)
     assert "load_env --file $envfile" in cfg
     assert 'if [ "$upgrade_available" = "1" ]; then' in cfg
-    for n in range(3):
+    # The bundle's boot_attempts wins; the image's default when grubenv has none.
+    assert 'if [ -z "$boot_attempts" ]; then set boot_attempts=3; fi' in cfg
+    assert '  if [ "$boot_count" = "$boot_attempts" ]; then set fall_back=1' in cfg
+    for n in range(9):
         assert f'"$boot_count" = "{n}" ]; then set boot_count={n + 1}' in cfg
-    assert '"$boot_count" = "3"' not in cfg
-    assert "set rootfs_slot=$rootfs_fallback" in cfg
-    assert "save_env --file $envfile rootfs_slot upgrade_available boot_count" in cfg
+    # The count is checked against the limit before it is raised; anything else falls back.
+    assert cfg.index('= "$boot_attempts" ]') < cfg.index('"$boot_count" = "0"')
+    assert "  else set fall_back=1" in cfg
+    fallback = cfg[cfg.index('if [ "$fall_back" = "1" ]') :]
+    for line in ("set rootfs_slot=$rootfs_fallback", "set upgrade_available=0", "set boot_count=0", "set ustate=3"):
+        assert line in fallback.split("  fi", maxsplit=1)[0]
+    assert "save_env --file $envfile rootfs_slot upgrade_available boot_count ustate" in cfg
     linux = next(line for line in cfg.splitlines() if line.startswith("linux "))
     assert "root=PARTLABEL=rootfs_$rootfs_slot" in linux
     assert "root=LABEL" not in linux
     assert "panic=5" in linux.split()
     # A slot GRUB cannot boot reboots, so the attempt is counted instead of hanging.
     assert cfg.rstrip().endswith("reboot")
-    with pytest.raises(img.ImageError):
-        img.ab_grub_cfg("", attempts=0)
+    for attempts in (0, 10):
+        with pytest.raises(img.ImageError):
+            img.ab_grub_cfg("", attempts=attempts)
+
+
+def test_confirm_script_gates_on_health_and_clears_the_update_markers():
+    script = img.confirm_script()
+    assert script.startswith("#!/bin/sh\n")
+    assert "conf=/etc/n3x/boot-confirm.conf" in script
+    assert "timeout='120' interfaces='auto' k3s='auto' check=''" in script
+    assert 'grub-editenv "$env" unset ustate recovery_status' in script
+    assert 'grub-editenv "$env" set rootfs_slot="$fallback" upgrade_available=0 boot_count=0 ustate=3' in script
+    assert "systemctl --no-block reboot" in script
+    assert "/var/lib/rancher/k3s/agent/kubelet.kubeconfig get node" in script
+    assert img.confirm_script({"timeout": "30"}).count("timeout='30'") == 1
+    with pytest.raises(img.ImageError, match="quote"):
+        img.confirm_script({"check": "it's"})
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+def test_confirm_script_parses(tmp_path):
+    script = tmp_path / "confirm"
+    script.write_text(img.confirm_script())
+    assert subprocess.run(["sh", "-n", str(script)], capture_output=True, check=False).returncode == 0
+
+
+def test_watchdog_driver_prefers_the_hardware_one():
+    watchdog = {"seconds": 30, "drivers": dict(img.AB_WATCHDOG_DRIVERS)}
+    dep = "kernel/drivers/watchdog/softdog.ko: kernel/drivers/watchdog/watchdog.ko\nkernel/drivers/watchdog/watchdog.ko:\n"
+    assert img.watchdog_driver(dep, "", watchdog) == ("softdog", True)
+    assert img.watchdog_driver(dep + "kernel/drivers/watchdog/i6300esb.ko: kernel/drivers/watchdog/watchdog.ko\n", "", watchdog) == ("i6300esb", True)
+    assert img.watchdog_driver("", "kernel/drivers/watchdog/softdog.ko\n", watchdog) == ("softdog", False)
+    with pytest.raises(img.ImageError, match="watchdog"):
+        img.watchdog_driver("", "", watchdog)
+
+
+def test_ab_grubenv_records_the_image_both_slots_hold():
+    block = img.ab_grubenv(spec(layout="ab"), "ab" * 32).decode()
+    assert "rootfs_a_image=" + "ab" * 32 in block
+    assert "rootfs_b_image=" + "ab" * 32 in block
+    assert "rootfs_a_version=factory" in block
+    assert "upgrade_available=0" in block
 
 
 def test_grubenv_block_is_1024_bytes():
@@ -152,6 +199,13 @@ def test_ab_spec():
     assert {"swupdate.service", "swupdate.socket"} <= set(ab["masked_units"])
     assert "n3x-boot-confirm.service" in ab["enabled_units"]
     assert "root=PARTLABEL=" in ab["lab_initrd"]["init"]
+    # The initrd arms the watchdog; systemd pets it.
+    assert ab["lab_initrd"]["watchdog"] == {"seconds": img.AB_WATCHDOG_SEC, "drivers": img.AB_WATCHDOG_DRIVERS}
+    assert "exec 3>/dev/watchdog0; exec 3>&-" in ab["lab_initrd"]["init"]
+    assert "RuntimeWatchdogSec=30s" in ab["files"]["/etc/systemd/system.conf.d/10-n3x-watchdog.conf"][1]
+    assert "WantedBy=sysinit.target" in ab["files"]["/etc/systemd/system/n3x-boot-confirm.service"][1]
+    init = ab["lab_initrd"]["init"] % {"modules": "virtio_blk", "watchdog": "$bb insmod /lib/modules/softdog.ko soft_margin=30", "watchdog_sec": 30}
+    assert init.index("soft_margin=30") < init.index("exec 3>/dev/watchdog0") < init.index("switch_root")
     assert ab["ab"]["grubenv"]["rootfs_slot"] == "a"
     assert img.cache_key(ab) != img.cache_key(spec(layout="ab", boot_attempts=2))
     with pytest.raises(img.ImageError, match="layout"):

@@ -305,6 +305,13 @@ def test_disk_boot_lets_ovmf_boot_the_image_disk(tmp_path):
     assert any(d.startswith("if=pflash") and d.endswith(str(code)) for d in drives)
     assert not any("id=esp" in d for d in drives)
     assert any("drive=root" in d and "bootindex=0" in d for d in devices)
+    # An edge board's watchdog, reset on expiry; other boot modes (and their definitions) have none.
+    assert "i6300esb,addr=0x7" in devices
+    assert opt_values(argv, "-action") == ["watchdog=reset"]
+    assert vm["watchdog"] == "i6300esb"
+    direct = direct_vm(tmp_path)
+    assert "watchdog" not in direct
+    assert not any("i6300esb" in d for d in opt_values(lab.qemu_argv(direct, 2222, "tcg"), "-device"))
 
 
 # --- arm64 guests (the Jetson stand-in) and the data disk

@@ -1,4 +1,5 @@
-"""The shared verify guard (molecule/shared/tests/verify_guard.py)."""
+"""The OTA helpers are shared with ota-rollout (molecule/shared/tests/ota_helpers.py), and so
+is the verify guard (molecule/shared/tests/verify_guard.py)."""
 
 import pathlib
 import sys

@@ -1,42 +1,59 @@
-"""SWUpdate A/B OTA on a lab VM booted by OVMF and GRUB (the original's debian-swupdate-* tests, plus rollback).
+"""SWUpdate A/B OTA on a lab VM booted by OVMF and GRUB from its own A/B disk.
 
 The tests run in file order against one VM, each starting from the state the previous one
-left (which slot runs), so the scenario boots the VM as few times as possible:
-bundle validation (slot a runs) -> apply (b written) -> boot switch (b runs) -> network OTA
-(a written over HTTP, a runs again: the switch back) -> playbooks/ota.yml (b runs) ->
-rollback (a written with an image that cannot come up; GRUB returns to b) -> ota.yml
-stopping when its node rolls back.
+left (which slot runs), so the VM boots as few times as possible (two reboots, one of them
+into a slot that hangs):
+  factory image on both slots, a runs
+  -> refusals: a tampered bundle, another signer, a delta for another base (nothing written)
+  -> 2.1.0, a delta (the image rebuilt with one package more) to b, its missing chunks
+     fetched from the lab's update server with HTTP range requests; reboot: b runs it,
+     confirmed by its health check, and the node is still itself
+  -> 3.0.0, encrypted (-K), downloaded by swupdate -d, to a: a slot that hangs in
+     userspace; reboot: the watchdog resets the trial boot, GRUB goes back to b
+ota-rollout applies the full compressed bundle with playbooks/ota.yml on three boards.
+Each phase's wall time goes to ~/.cache/n3x/bench/ota-phases-swupdate-ab-ota.json.
 """
 
 import os
 import pathlib
-import subprocess
-import sys
+import time
 
 import pytest
 from ota_helpers import (
+    ARTIFACTS,
     GRUBENV,
+    HOST_FROM_GUEST,
     REMOTE_BUNDLE,
     SLOT_DEVICE,
-    BundleServer,
-    broken_rootfs,
+    Phases,
+    UpdateServer,
     bundle,
+    confirm_log,
+    derived_rootfs,
     grubenv,
+    hanging_rootfs,
+    identity,
     install,
+    keys,
+    lab_images,
     push,
     reboot,
-    rootfs_with_marker,
     running_slot,
-    sha256_file,
-    slot_digests,
+    sectors_written,
     swu,
     vm_state,
-    wait_confirmed,
 )
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
-BIN = pathlib.Path(sys.executable).parent
-KEYS = pathlib.Path(os.path.expanduser("~/.cache/n3x/swupdate-keys"))
+
+@pytest.fixture(scope="module")
+def state():
+    """What one test leaves for a later one (the node's identity before the update)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def phases():
+    return Phases()
 
 
 @pytest.fixture(scope="module")
@@ -45,22 +62,19 @@ def node(host):
 
 
 @pytest.fixture(scope="module")
-def image_dir(node):
-    # lab_vm records the disk it booted (disk.img of the A/B image); root.img is the slot filesystem.
-    return pathlib.Path(vm_state(node)["root"]).parent
+def images():
+    return lab_images()
 
 
 @pytest.fixture(scope="module")
 def serial_log(node):
-    return pathlib.Path(vm_state(node)["argv"][vm_state(node)["argv"].index("-serial") + 1].removeprefix("file:"))
+    argv = vm_state(node)["argv"]
+    return pathlib.Path(argv[argv.index("-serial") + 1].removeprefix("file:"))
 
 
 @pytest.fixture(scope="module")
-def keys():
-    key, cert = KEYS / "swupdate.key", KEYS / "swupdate.crt"
-    if not (key.is_file() and cert.is_file()):
-        pytest.fail(f"no signing key in {KEYS}: converge (role n3x.cluster.swupdate_keys) makes it")
-    return str(key), str(cert)
+def lab_keys():
+    return keys()
 
 
 @pytest.fixture(scope="module")
@@ -69,214 +83,215 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def update_rootfs(image_dir, work):
-    return rootfs_with_marker(image_dir / "root.img", work / "rootfs-2.0.0.ext4", "update-2.0.0")
+def factory_sha256(images):
+    return swu.file_digests(str(images["base"] / "root.img"))[0]
 
 
 @pytest.fixture(scope="module")
-def update_bundle(update_rootfs, keys, work):
-    return bundle(work / "update-2.0.0.swu", update_rootfs, "2.0.0", *keys)
+def server(work):
+    (work / "served").mkdir(exist_ok=True)
+    with UpdateServer(work / "served") as running:
+        yield running
+
+
+def delta(images, base, version, lab_keys, work, server):
+    """A delta bundle of the update image against `base`, served with its chunks by the lab's update server."""
+    return bundle(
+        work / "served" / f"update-{version}-delta.swu",
+        images["update"] / "root.img",
+        version,
+        *lab_keys[:2],
+        image_options={"delta_base": str(base)},
+        delta_url=f"http://{HOST_FROM_GUEST}:{server.port}/",
+        delta_dir=str(work / "served"),
+    ) | {"path": work / "served" / f"update-{version}-delta.swu", "url": f"http://{HOST_FROM_GUEST}:{server.port}/update-{version}-delta.swu"}
 
 
 @pytest.fixture(scope="module")
-def network_rootfs(image_dir, work):
-    return rootfs_with_marker(image_dir / "root.img", work / "rootfs-3.0.0.ext4", "update-3.0.0")
+def delta_2_1(images, lab_keys, work, server, phases):
+    """2.1.0: the image rebuilt with one package more, as a delta against the factory image."""
+    started = time.time()
+    result = delta(images, images["base"] / "root.img", "2.1.0", lab_keys, work, server)
+    info = result["images"][0]["delta"]
+    phases.record("build 2.1.0 (delta)", time.time() - started, bundle_bytes=result["size"], zck_bytes=info["zck_size"], chunks=info["chunks"])
+    return result
 
 
 @pytest.fixture(scope="module")
-def network_bundle(network_rootfs, keys, work):
-    return bundle(work / "update-3.0.0.swu", network_rootfs, "3.0.0", *keys)
+def delta_for_another_base(images, lab_keys, work, server):
+    """The same update as a delta against an image this node does not run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    other = derived_rootfs(images["base"] / "root.img", ARTIFACTS / "lab-rootfs-2.0.0.ext4", "update-2.0.0")
+    return delta(images, other, "2.1.0-other-base", lab_keys, work, server)
 
 
 @pytest.fixture(scope="module")
-def broken_bundle(image_dir, keys, work):
-    return bundle(work / "broken-9.0.0.swu", broken_rootfs(image_dir, work / "rootfs-broken.ext4"), "9.0.0", *keys)
+def hang_bundle_3(images, lab_keys, work, server):
+    """3.0.0: encrypted with the fleet's AES key; its slot hangs in userspace; one boot attempt."""
+    rootfs = hanging_rootfs(images["base"], work / "rootfs-3.0.0-hangs.ext4")
+    key, cert, aes = lab_keys
+    result = bundle(work / "served" / "hangs-3.0.0.swu", rootfs, "3.0.0", key, cert, aes_key=aes, boot_attempts=1)
+    return result | {"url": f"http://{HOST_FROM_GUEST}:{server.port}/hangs-3.0.0.swu", "rootfs": rootfs}
 
 
-# --- rejected bundles: a small image is enough, swupdate refuses them before writing --------
+# --- the image ------------------------------------------------------------------------
+
+
+def test_the_board_boots_slot_a_with_a_watchdog(host, node, factory_sha256):
+    assert host.file("/sys/firmware/efi").is_directory, "not booted through UEFI"
+    assert host.run("lsblk -rno PARTLABEL /dev/vda").stdout.split() == ["esp", "rootfs_a", "rootfs_b", "data"]
+    assert running_slot(host) == "a"
+    assert host.file("/boot/grub").linked_to == "/boot/efi/grub"
+    env = grubenv(host)
+    assert (env["rootfs_slot"], env["upgrade_available"]) == ("a", "0")
+    # Both slots hold the image's root filesystem, and grubenv says so (deltas name their base by it).
+    assert env["rootfs_a_image"] == env["rootfs_b_image"] == factory_sha256
+    assert env["rootfs_a_version"] == "factory"
+    # disk boot mode: the lab named the VM (GRUB's command line carries no systemd.hostname=).
+    assert host.run("hostname").stdout.strip() == node
+    # The initrd armed the watchdog; systemd (PID 1) pets it.
+    assert host.file("/dev/watchdog0").exists
+    assert host.run("systemctl show -p RuntimeWatchdogUSec --value").stdout.strip() in ("30s", "30000000")
+    assert host.file("/sys/class/watchdog/watchdog0/state").content_string.strip() == "active"
+    assert host.run("systemctl is-active n3x-boot-confirm.service").stdout.strip() == "active"
+    assert host.file("/etc/hwrevision").content_string == "n3x-lab 1.0\n"
+    assert host.package("swupdate").is_installed
+
+
+# --- refused: nothing is written ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def rejected(keys, work):
+def refusals(lab_keys, work):
+    """Small bundles swupdate must refuse (the host's integration test has the full set)."""
     payload = work / "small.ext4"
-    payload.write_bytes(os.urandom(4 * 1024 * 1024))
+    payload.write_bytes(os.urandom(1024 * 1024))
+    key, cert, _aes = lab_keys
     other_key, other_cert = str(work / "other.key"), str(work / "other.crt")
     swu.generate_signing_key(other_key, other_cert, common_name="somebody else", bits=2048)
-    good = bundle(work / "small-good.swu", payload, "1.0.1", *keys)
-    data = bytearray(good.read_bytes())
-    header, start, size = swu.member_span(data, "rootfs.ext4")
+    good = bundle(work / "small-good.swu", payload, "1.0.1", key, cert, preserve=[])
+    data = bytearray((work / "small-good.swu").read_bytes())
+    header, start, size = swu.member_span(data, good["members"][2])
     data[start + 4096] ^= 0xFF
-    # The cpio checksum is fixed too: only the signed sha256 can catch the change.
     data[header + 102 : header + 110] = b"%08X" % (sum(data[start : start + size]) & 0xFFFFFFFF)
-    altered = work / "small-altered.swu"
-    altered.write_bytes(bytes(data))
+    (work / "small-altered.swu").write_bytes(bytes(data))
+    bundle(work / "small-other-key.swu", payload, "1.0.1", other_key, other_cert, preserve=[])
     return {
-        "unsigned": (bundle(work / "small-unsigned.swu", payload, "1.0.1", None, None), "description file name not the first of the list"),
-        "altered image": (altered, "HASH mismatch"),
-        "other key": (bundle(work / "small-other-key.swu", payload, "1.0.1", other_key, other_cert), "Authentication of all signatures failed"),
-        "other hardware revision": (bundle(work / "small-rev.swu", payload, "1.0.1", *keys, hardware="n3x-lab:2.0"), "SW not compatible with hardware"),
-        "other board": (bundle(work / "small-board.swu", payload, "1.0.1", *keys, hardware="jetson-orin:1.0"), "HW compatibility not found"),
+        "altered compressed image": (work / "small-altered.swu", "HASH mismatch"),
+        "signed by another key": (work / "small-other-key.swu", "Authentication of all signatures failed"),
     }
 
 
-@pytest.fixture(scope="module")
-def factory_digests(host, image_dir, read_only_root):
-    """Both slots before any bundle is tried: b is the image's root.img, a is the running one."""
-    digests = slot_digests(host)
-    assert digests["b"] == sha256_file(image_dir / "root.img")
-    return digests
-
-
-@pytest.fixture(scope="module")
-def read_only_root(host):
-    """The running slot's filesystem read-only (journald keeps logs in RAM, Ansible its files
-    in /run): nothing but a raw write to the partition can change it, and the tests below
-    prove swupdate makes none. The next reboot mounts it read-write again."""
-    # Python (Ansible's modules) needs a writable temporary directory.
-    result = host.run("mount -t tmpfs -o mode=1777,size=64m n3x-tmp /tmp && mount -o remount,ro /")
-    assert result.rc == 0, result.stderr
-    yield
-    host.run("mount -o remount,rw / ; umount /tmp")
-
-
-def run_ota(host, bundle_path):
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    argv = [str(BIN / "ansible-playbook"), "-i", host.backend.ansible_inventory, "playbooks/ota.yml", "-e", f"bundle={bundle_path}"]
-    argv += ["-l", host.backend.get_hostname()]
-    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
-
-
-# --- the image -------------------------------------------------------------------------
-
-
-def test_ab_disk_boots_slot_a_through_uefi_grub(host, factory_digests):
-    assert host.file("/sys/firmware/efi").is_directory, "not booted through UEFI"
-    labels = host.run("lsblk -rno PARTLABEL /dev/vda").stdout.split()
-    assert labels == ["esp", "rootfs_a", "rootfs_b", "data"]
-    assert running_slot(host) == "a"
-    assert host.run("findmnt -no SOURCE /").stdout.strip() == host.run(f"readlink -f {SLOT_DEVICE.format('a')}").stdout.strip()
-    assert host.run("findmnt -no FSTYPE /boot/efi").stdout.strip() == "vfat"
-    assert host.file("/boot/grub").linked_to == "/boot/efi/grub"
-    env = grubenv(host)
-    assert env["rootfs_slot"] == "a"
-    assert env["upgrade_available"] == "0"
-    assert host.file("/etc/hwrevision").content_string == "n3x-lab 1.0\n"
-    assert host.file("/etc/n3x-build").content_string == "factory\n"
-    assert host.file("/etc/swupdate/swupdate.crt").exists
-    assert host.package("swupdate").is_installed
-    assert host.run("findmnt -no OPTIONS /").stdout.split(",")[0] == "ro"
-    assert set(factory_digests) == {"a", "b"}
-
-
-# --- swupdate-bundle-validation ----------------------------------------------------------
-
-
-@pytest.mark.parametrize("case", ["unsigned", "altered image", "other key", "other hardware revision", "other board"])
-def test_swupdate_bundle_validation_rejects(host, rejected, factory_digests, read_only_root, case):
-    path, reason = rejected[case]
-    env_before = grubenv(host)
+@pytest.mark.parametrize("case", ["altered compressed image", "signed by another key"])
+def test_a_bad_bundle_is_refused_and_nothing_is_written(host, refusals, case):
+    path, reason = refusals[case]
+    env_before, written_before = grubenv(host), sectors_written(host)
     push(host, path)
     result = install(host, bundle=REMOTE_BUNDLE)
     assert result.get("outcome") == "failed", result
     assert reason.lower() in result["log"].lower(), result["log"]
-    assert slot_digests(host) == factory_digests, f"{case}: a slot was written"
-    assert grubenv(host) == env_before, f"{case}: grubenv changed"
+    assert sectors_written(host)["b"] == written_before["b"], f"{case}: slot b was written"
+    assert {k: v for k, v in grubenv(host).items() if k not in ("ustate", "recovery_status")} == env_before
 
 
-# --- swupdate-apply ----------------------------------------------------------------------
-
-
-def test_swupdate_apply_writes_the_inactive_slot_only(host, update_bundle, update_rootfs, factory_digests, read_only_root):
-    assert running_slot(host) == "a"
-    push(host, update_bundle)
+def test_a_delta_for_another_base_is_refused_before_anything_is_written(host, delta_for_another_base, server):
+    # The delta rebuilds 2.1.0 from the chunks of another 2.0.0; this node runs the factory image.
+    env_before, written_before, served_before = grubenv(host), sectors_written(host), sum(server.sent.values())
+    push(host, delta_for_another_base["path"])
     result = install(host, bundle=REMOTE_BUNDLE)
+    assert result.get("outcome") == "refused", result
+    assert "delta base mismatch" in result["msg"], result
+    assert grubenv(host) == env_before
+    # The bundle's own preinstall script refuses it too, when swupdate runs without the module
+    # (run again while swupdate 2022.12's start-up race cuts a run short; see install_outcome).
+    direct = host.run(
+        "mkdir -p /data/swupdate; for i in 1 2 3 4 5; do out=$(TMPDIR=/data/swupdate swupdate -v -B grub -k /etc/swupdate/swupdate.crt "
+        f"-e stable,slot_b -i {REMOTE_BUNDLE} 2>&1); case $out in *'n3x: delta base mismatch'*) break ;; esac; done; echo \"$out\""
+    )
+    assert "n3x: delta base mismatch" in direct.stdout, direct.stdout[-3000:]
+    assert "Total downloaded data" not in direct.stdout
+    assert sectors_written(host)["b"] == written_before["b"], "slot b was written"
+    assert sum(server.sent.values()) == served_before, "chunks were fetched"
+    # swupdate marks its failed attempt in grubenv (recovery_status, ustate); nothing else changed.
+    assert {k: v for k, v in grubenv(host).items() if k not in ("ustate", "recovery_status")} == env_before
+    host.run(f"grub-editenv {GRUBENV} unset ustate recovery_status; rm -f {REMOTE_BUNDLE}")
+
+
+# --- 2.1.0: a delta -----------------------------------------------------------------------
+
+
+def test_a_one_package_delta_transfers_under_5_percent_of_the_slot(host, delta_2_1, server, phases, state):
+    # The node's own identity, unlike the image's: its name (the lab's), new SSH host keys.
+    setup = host.run("rm -f /etc/ssh/ssh_host_* && ssh-keygen -A")
+    assert setup.rc == 0, setup.stderr
+    served_before = sum(server.sent.values())
+    # swupdate -d fetches the bundle (the zchunk header) and then the chunks it lacks, both
+    # from the lab's update server; its preinstall script checks the base.
+    result = phases.timed("install 2.1.0 (delta, swupdate -d)", install, host, url=delta_2_1["url"], health_check='{"timeout": 90}')
     assert result.get("outcome") == "successful", result
-    assert (result["active_slot"], result["slot"], result["selection"]) == ("a", "b", "stable,slot_b")
-    assert "Verified OK" in result["log"] or "verified" in result["log"].lower(), result["log"]
-    digests = slot_digests(host)
-    assert digests["a"] == factory_digests["a"], "the running slot changed"
-    assert digests["b"] == sha256_file(update_rootfs), "slot b is not the bundle's image"
+    assert (result["active_slot"], result["slot"]) == ("a", "b")
+    assert f"n3x: delta base {delta_2_1['images'][0]['delta']['base_sha256'][:16]} matches slot a" in result["log"]
+    assert "n3x: preserved /etc/hostname" in result["log"]
+    fetched = sum(server.sent.values()) - served_before
+    slot = delta_2_1["images"][0]["written_size"]
+    transferred = fetched + delta_2_1["size"]
+    phases.record("delta 2.1.0 transfer", 0, range_bytes=fetched, bundle_bytes=delta_2_1["size"], slot_bytes=slot, percent=round(100 * transferred / slot, 2))
+    assert fetched > 0, "no chunk was fetched"
+    assert transferred <= slot * 0.05, f"{transferred} bytes moved for a {slot}-byte slot"
     env = grubenv(host)
     assert (env["rootfs_slot"], env["rootfs_fallback"], env["upgrade_available"], env["boot_count"]) == ("b", "a", "1", "0")
+    assert (env["rootfs_b_image"], env["rootfs_b_version"]) == (delta_2_1["images"][0]["written_sha256"], "2.1.0")
     assert running_slot(host) == "a"
+    state["identity"] = identity(host)
+    assert state["identity"]["boot_confirm_conf"].splitlines()[1] == "timeout=90"
     host.run(f"rm -f {REMOTE_BUNDLE}")
 
 
-# --- swupdate-boot-switch ----------------------------------------------------------------
-
-
-def test_swupdate_boot_switch_runs_the_new_slot(host):
-    reboot(host)
+def test_the_new_slot_confirms_itself_once_healthy_and_keeps_the_node_identity(host, node, phases, state):
+    phases.timed("reboot into 2.1.0 and confirm", reboot, host)
     assert running_slot(host) == "b"
-    assert host.run("findmnt -no SOURCE /").stdout.strip() == host.run(f"readlink -f {SLOT_DEVICE.format('b')}").stdout.strip()
-    assert host.file("/etc/n3x-build").content_string == "update-2.0.0\n"
-    env = wait_confirmed(host)
+    assert host.file("/usr/bin/less").exists, "the one package the update adds"
+    env = grubenv(host)
     assert (env["rootfs_slot"], env["upgrade_available"], env["boot_count"]) == ("b", "0", "0")
+    # The confirmation cleared swupdate's update markers.
+    assert "ustate" not in env
+    assert "recovery_status" not in env
+    assert "n3x: confirmed slot b (healthy: eth0" in confirm_log(host)
+    # hostname, machine id, SSH host key and the node's n3x config came along.
+    assert identity(host) == state["identity"]
+    assert state["identity"]["hostname"] == node
 
 
-# --- swupdate-network-ota (and the switch back) ------------------------------------------
+# --- 3.0.0: encrypted, and it hangs ----------------------------------------------------------
 
 
-def test_swupdate_network_ota_installs_from_an_http_server(host, network_bundle, work):
-    with BundleServer(work) as server:
-        result = install(host, url=server.url(network_bundle.name))
+def test_an_encrypted_bundle_installs_with_the_nodes_aes_key(host, hang_bundle_3, lab_keys, phases):
+    assert hang_bundle_3["images"][0]["encrypted"]
+    push(host, lab_keys[2], "/etc/swupdate/aes.key")
+    assert host.file("/etc/swupdate/aes.key").mode == 0o600
+    result = phases.timed("install 3.0.0 (encrypted, swupdate -d)", install, host, url=hang_bundle_3["url"], aes_key="/etc/swupdate/aes.key")
     assert result.get("outcome") == "successful", result
-    assert (result["active_slot"], result["slot"]) == ("b", "a")
-    assert any(f"GET /{network_bundle.name}" in line and " 200 " in line for line in server.requests), server.requests
-    assert grubenv(host)["rootfs_slot"] == "a"
+    assert "-K" in result["cmd"]
+    # Decrypted, decompressed and written: slot b now holds exactly the hanging image.
+    assert "Readback verification success" in result["log"]
+    env = grubenv(host)
+    assert (env["rootfs_slot"], env["boot_attempts"], env["rootfs_a_version"]) == ("a", "1", "3.0.0")
 
 
-def test_swupdate_boot_switch_back_to_slot_a(host):
-    reboot(host)
-    assert running_slot(host) == "a"
-    assert host.file("/etc/n3x-build").content_string == "update-3.0.0\n"
-    env = wait_confirmed(host)
-    assert (env["rootfs_slot"], env["rootfs_fallback"], env["upgrade_available"]) == ("a", "b", "0")
-
-
-# --- playbooks/ota.yml -------------------------------------------------------------------
-
-
-def test_ota_playbook_updates_the_node(host, update_bundle):
-    result = run_ota(host, update_bundle)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert running_slot(host) == "b"
-    assert host.file("/etc/n3x-build").content_string == "update-2.0.0\n"
-    assert grubenv(host)["upgrade_available"] == "0"
-    assert not host.file("/data/n3x-ota.swu").exists
-
-
-# --- swupdate-rollback -------------------------------------------------------------------
-
-
-def test_swupdate_rollback_returns_to_the_previous_slot(host, broken_bundle, serial_log):
-    assert running_slot(host) == "b"
-    push(host, broken_bundle)
-    result = install(host, bundle=REMOTE_BUNDLE)
-    assert result.get("outcome") == "successful", result
-    assert grubenv(host)["rootfs_slot"] == "a"
+def test_a_slot_that_hangs_is_rolled_back_by_the_watchdog(host, serial_log, phases, state):
     seen = serial_log.stat().st_size
-    reboot(host)
+    phases.timed("reboot into 3.0.0: hang, watchdog, back to 2.1.0", reboot, host)
     console = serial_log.read_bytes()[seen:].decode(errors="replace")
-    # GRUB tried the new slot boot_attempts (3) times, then went back for good.
-    assert console.count("n3x: booting slot a (upgrade_available=1") == 3, console[-4000:]
+    assert "n3x test: this slot hangs in userspace" in console, console[-4000:]
     assert "back to slot b" in console, console[-4000:]
     assert running_slot(host) == "b"
-    assert host.file("/etc/n3x-build").content_string == "update-2.0.0\n"
-    env = wait_confirmed(host)
-    assert (env["rootfs_slot"], env["upgrade_available"], env["boot_count"]) == ("b", "0", "0")
-    host.run(f"rm -f {REMOTE_BUNDLE}")
+    assert host.file("/usr/bin/less").exists
+    env = grubenv(host)
+    # GRUB went back and marked the update failed (swupdate's STATE_FAILED).
+    assert (env["rootfs_slot"], env["upgrade_available"], env["ustate"]) == ("b", "0", "3")
+    assert identity(host)["hostname"] == state["identity"]["hostname"]
 
 
-def test_ota_playbook_stops_when_the_node_rolls_back(host, broken_bundle):
-    result = run_ota(host, broken_bundle)
-    assert result.returncode != 0, result.stdout[-4000:]
-    # Whitespace normalised: the callback may wrap the message.
-    assert "GRUB rolled back" in " ".join((result.stdout + result.stderr).split()), result.stdout[-4000:] + result.stderr[-2000:]
-    assert running_slot(host) == "b"
-    assert grubenv(host)["upgrade_available"] == "0"
-
-
-def test_grubenv_is_the_one_grub_reads(host):
-    # swupdate -B grub writes /boot/grub/grubenv: the ESP's, where GRUB's load_env reads it.
+def test_the_slots_are_the_partitions_grub_boots(host):
     assert host.run(f"readlink -f {GRUBENV}").stdout.strip() == "/boot/efi/grub/grubenv"
+    assert host.run("findmnt -no SOURCE /").stdout.strip() == host.run(f"readlink -f {SLOT_DEVICE.format('b')}").stdout.strip()
