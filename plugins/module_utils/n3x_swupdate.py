@@ -587,7 +587,9 @@ def install_via_daemon(daemon_argv, bundle, dry_run=False, client="swupdate-clie
         readers[1].start()
 
         def settled():
-            if daemon.poll() is not None or any(INSTALLER_IDLE_AGAIN in line for line in lines):
+            # The daemon's own line: the client relays the same message sooner, and the
+            # installer's verdict may then not be in the daemon's output yet.
+            if daemon.poll() is not None or any(INSTALLER_IDLE_AGAIN in line for line in lines if not line.startswith("client: ")):
                 return True
             # The request was refused before the installer woke (swupdate-client's message).
             return client_process.poll() is not None and any("swupdate_async_start returns" in line for line in lines)
@@ -596,8 +598,8 @@ def install_via_daemon(daemon_argv, bundle, dry_run=False, client="swupdate-clie
             return "failed", "\n".join([*lines, f"n3x: no end of install within {timeout} s"])
         with seen:
             log = "\n".join(lines)
-        ended = INSTALLER_IDLE_AGAIN in log
-        installer_log = "\n".join(line for line in lines if not line.startswith("client: "))
+            installer_log = "\n".join(line for line in lines if not line.startswith("client: "))
+        ended = INSTALLER_IDLE_AGAIN in installer_log
         if ended and "SWUPDATE successful" in installer_log and "[ERROR]" not in installer_log:
             return "successful", log
         return "failed", log
