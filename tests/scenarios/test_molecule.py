@@ -1,9 +1,10 @@
-"""Each molecule scenario (real QEMU VMs) as one test, run one at a time: 2 cores.
+"""Each molecule scenario (real QEMU VMs) as one test: one at a time by default (2 cores),
+N at once with `scripts/test -j N` (each scenario has its own lab directory and ports).
 
 A scenario that needs something this machine lacks (a k3s binary) is skipped with the
 reason, so it shows in the summary; it never passes on a stand-in. The slowest scenarios
 run only in the full suite (`scripts/test --full`, or N3X_SLOW_SCENARIOS=1), which keeps
-CI near 30 minutes.
+CI near 40 minutes.
 """
 
 import os
@@ -44,8 +45,6 @@ SCENARIOS = [
 NEEDS_K3S = {s for s in SCENARIOS if s.startswith(("l3-", "l4-")) or s in ("k3s-storage", "k3s-network")}
 # Full suite only, with their wall time here (TCG, 2 cores).
 SLOW = {
-    "swupdate-ab-ota": "about 6.3 min: a 568 MiB slot rebuilt from a delta under TCG (100-150 s), two reboots, one through the watchdog",
-    "ota-rollout": "about 6 min: three A/B boards, two bundle installs, a confirmed update and a health-check rollback (4 min of ota.yml)",
     "jetson-arm64": "about 5 min with the arm64 image cached, 8 min more to build it: arm64 under TCG",
 }
 # Not run here: `default` renders on the controller only (tests/integration covers it).
