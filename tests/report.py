@@ -151,7 +151,9 @@ def scenario_info(name, repo=REPO):
         return info
     config = yaml.safe_load(path.read_text()) or {}
     env = {**((config.get("ansible") or {}).get("env") or {}), **((config.get("verifier") or {}).get("env") or {})}
-    info["profile"] = env.get("N3X_PROFILE", "")
+    profile = env.get("N3X_PROFILE", "")
+    # A scenario's own profile file (${MOLECULE_SCENARIO_DIRECTORY}/profile.yml): its name.
+    info["profile"] = "own profile.yml" if "${MOLECULE_SCENARIO_DIRECTORY}" in profile else profile
     info["boot"] = env.get("N3X_LAB_BOOT_MODE", "direct")
     info["nodes"] = [p["name"] for p in config.get("platforms") or []]
     base = yaml.safe_load((repo / ".config/molecule/config.yml").read_text()) or {}

@@ -111,3 +111,8 @@ def test_main_writes_both_files(tmp_path):
     report.main(["report", str(copy)])
     assert (copy / "report.md").read_text().startswith("# n3x test results")
     assert (copy / "report.html").read_text().rstrip().endswith("</html>")
+
+
+def test_a_scenario_with_its_own_profile_file_names_no_molecule_variable():
+    assert report.scenario_info("jetson-arm64")["profile"] == "own profile.yml"
+    assert report.scenario_info("l2-vlans")["profile"] == "vlans"
