@@ -103,8 +103,13 @@ def ctrl_c(proc, log, timeout=60):
         with contextlib.suppress(OSError):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
     log.flush()
-    text = f"{os.path.basename(proc.args[0])} was still running {timeout} s after Ctrl-C:\n{record['text']}\nits log:\n{log_of(log.name)}"
-    pathlib.Path(log.name).with_suffix(".stuck.txt").write_text(text)
+    # With the other logs that CI keeps (scripts/test sets N3X_TEST_OUTPUT), else by the job's.
+    logs = os.environ.get("N3X_TEST_OUTPUT")
+    name = pathlib.Path(log.name)
+    record_file = pathlib.Path(logs, "logs", f"interrupts-{name.stem}.stuck.txt") if logs else name.with_suffix(".stuck.txt")
+    text = f"{os.path.basename(proc.args[0])} was still running {timeout} s after Ctrl-C (also in {record_file}):\n{record['text']}\nits log:\n{log_of(name)}"
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(text)
     warnings.warn(text, stacklevel=2)
     return code
 
