@@ -29,6 +29,7 @@ import uuid
 import zlib
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_lab import HOST_ARCH, binfmt_enabled
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import Interrupted, interrupts_raise, result_reader_gone, wait_while_wanted
 
 # Bump when the build procedure changes in a way that changes the image.
 IMAGE_FORMAT = 3
@@ -1028,10 +1029,13 @@ def _run(argv, log):
     log.flush()
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-        returncode = proc.wait()
-    except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): let the step clean up after itself before the tree
-        # goes; a SIGKILL right away (subprocess.run's way) would leave its mounts there.
+        returncode = wait_while_wanted(proc)
+    except BaseException as exc:
+        # Interrupted: let the step clean up after itself before the tree goes; a SIGKILL
+        # right away (subprocess.run's way) would leave its mounts there. A signal reached
+        # the step too (same process group); a vanished task did not, so it is told here.
+        if isinstance(exc, Interrupted) and exc.signum is None:
+            proc.terminate()
         end_process(proc, STEP_GRACE_SECONDS)
         raise
     if returncode != 0:
@@ -1438,7 +1442,7 @@ def build(cache_dir, spec, groups, base_packages=(), force=False):
     if os.geteuid() != 0:
         raise ImageError("building a lab image needs root (mmdebstrap --mode=root, device nodes)")
     lock_path = os.path.join(cache_dir, key + ".lock")
-    with open(lock_path, "w") as lock:
+    with interrupts_raise(), open(lock_path, "w") as lock:
         # Another build of the same key (parallel run) finishes first; then reuse it.
         fcntl.flock(lock, fcntl.LOCK_EX)
         found = None if force else lookup(cache_dir, key)
@@ -1450,6 +1454,8 @@ def build(cache_dir, spec, groups, base_packages=(), force=False):
         workdir = tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key[:12]}-", dir=cache_dir)
         try:
             manifest = _build_in(workdir, log_path, spec, groups, base_packages, key)
+            if result_reader_gone():
+                raise Interrupted("the task that asked for this build is gone (its worker died)")
             _commit(workdir, image_paths(cache_dir, key)["dir"], key)
             os.unlink(log_path)
             return manifest, True

@@ -247,7 +247,7 @@ from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_bsp import 
     read_small,
 )
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_jetson_image import ImageError, customise, restore
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import run_in_process_group
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import interrupts_raise, run_in_process_group
 
 ARGUMENT_SPEC = {
     "bsp_dir": {"type": "path", "required": True},
@@ -438,7 +438,10 @@ def main():
         module.warn(warning)
     if problems:
         module.fail_json(msg="refusing to flash:\n" + "\n".join(problems), problems=problems, changed=False, flashed=False)
-    failed, result = run(module, p, found)
+    # Ctrl-C or ansible-playbook's SIGTERM: the flash group gets SIGTERM (NVIDIA's EXIT trap
+    # runs) and the rootfs is put back before the module ends.
+    with interrupts_raise():
+        failed, result = run(module, p, found)
     if failed:
         module.fail_json(**result)
     module.exit_json(**result)

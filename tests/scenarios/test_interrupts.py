@@ -11,6 +11,12 @@
   small tmpfs as the cache): nothing is left in the cache but the key's lock and, after a
   failure, the build log the error names; no mount, no process.
 
+ansible-playbook answers Ctrl-C with SIGINT to its worker and SIGTERM 3 ms later; the worker
+passes on whichever its handler reaches first, or neither when the SIGTERM kills it between
+its handler's first and second line. The image build held before the module took SIGTERM and
+the vanished result reader as interrupts: one run in three here left the build's directory
+(SIGTERM, no cleanup), and one CI run committed the whole image (no signal at all).
+
 A job still running 60 s after its Ctrl-C gets a second one, as a user would give it, and the
 test warns with why it was still running (see ctrl_c): in one CI run ansible-playbook was
 still running 120 s after the Ctrl-C that followed the first VM's QEMU start; 16 runs here, 12

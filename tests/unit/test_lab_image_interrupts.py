@@ -15,6 +15,8 @@ import pytest
 
 from ansible_collections.n3x.cluster.plugins.module_utils import n3x_lab_image as img
 
+from .orphaned_module import assert_stops_when_orphaned
+
 KEY = "ab" * 32
 OTHER = "cd" * 32
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
@@ -142,3 +144,18 @@ def test_stale_build_probe_does_not_keep_the_lock(tmp_path):
     assert not img._locked(str(lock))
     with open(lock) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_step_is_stopped_when_the_task_that_asked_for_the_build_is_gone(tmp_path):
+    # The worker died without passing a signal on: the step got none, so _run sends SIGTERM.
+    code = [
+        "from ansible_collections.n3x.cluster.plugins.module_utils import n3x_lab_image as img",
+        "from ansible_collections.n3x.cluster.plugins.module_utils import n3x_process as proc",
+        "with open({log}, 'w') as log:",
+        "    try:",
+        "        img._run({step}, log)",
+        "        open({outcome}, 'w').write('the step ran to its end')",
+        "    except proc.Interrupted as exc:",
+        "        open({outcome}, 'w').write(str(exc))",
+    ]
+    assert_stops_when_orphaned(tmp_path, code)
