@@ -79,7 +79,7 @@ def result_reader_gone(fd=1):
         return False
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
-    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
 
 
 def wait_while_wanted(process, timeout=None, check_every=1.0):
