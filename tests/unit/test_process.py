@@ -121,8 +121,14 @@ def test_an_interrupted_run_in_process_group_stops_the_group_so_its_exit_trap_ru
             _signal_self_soon(signal.SIGINT, delay=1)
             proc.run_in_process_group(["sh", "-c", script], str(tmp_path), log, timeout=60, grace=5, poll=0.05)
 
-    with open(tmp_path / "log", "w") as log, pytest.raises(proc.Interrupted):
-        interrupted_flash(log)
+    # A shell's background job (CI's) starts with SIGINT ignored, and interrupts_raise leaves an
+    # ignored signal ignored: here it is a terminal's Ctrl-C.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with open(tmp_path / "log", "w") as log, pytest.raises(proc.Interrupted):
+            interrupted_flash(log)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     assert trapped.exists(), "the script's EXIT trap did not run"
     # The leader's pid is the group's id: sleep is gone with it.
     assert not proc._group_alive(int((tmp_path / "leader").read_text()))
