@@ -29,7 +29,7 @@ import uuid
 import zlib
 
 from ansible_collections.n3x.cluster.plugins.module_utils.n3x_lab import HOST_ARCH, binfmt_enabled
-from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import Interrupted, interrupts_raise, result_reader_gone, wait_while_wanted
+from ansible_collections.n3x.cluster.plugins.module_utils.n3x_process import Interrupted, check_still_wanted, interrupts_raise, wait_while_wanted
 
 # Bump when the build procedure changes in a way that changes the image.
 IMAGE_FORMAT = 3
@@ -1454,8 +1454,7 @@ def build(cache_dir, spec, groups, base_packages=(), force=False):
         workdir = tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key[:12]}-", dir=cache_dir)
         try:
             manifest = _build_in(workdir, log_path, spec, groups, base_packages, key)
-            if result_reader_gone():
-                raise Interrupted("the task that asked for this build is gone (its worker died)")
+            check_still_wanted()
             _commit(workdir, image_paths(cache_dir, key)["dir"], key)
             os.unlink(log_path)
             return manifest, True

@@ -82,6 +82,12 @@ def result_reader_gone(fd=1):
     return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
 
 
+def check_still_wanted():
+    """Raise Interrupted once the result's reader is gone (see result_reader_gone)."""
+    if result_reader_gone():
+        raise Interrupted("the task that ran this module is gone (its worker died)")
+
+
 def wait_while_wanted(process, timeout=None, check_every=1.0):
     """``process.wait(timeout)``, raising Interrupted once the result's reader is gone."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -92,8 +98,7 @@ def wait_while_wanted(process, timeout=None, check_every=1.0):
         except subprocess.TimeoutExpired:
             if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(process.args, timeout) from None
-        if result_reader_gone():
-            raise Interrupted("the task that ran this module is gone (its worker died)")
+        check_still_wanted()
 
 
 def _group_alive(pgid, proc="/proc"):
